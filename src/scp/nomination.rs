@@ -1,0 +1,256 @@
+//! The nomination protocol (paper §6.1, draft §3.4).
+//!
+//! Nomination turns the values nodes propose into candidate values for the ballot
+//! protocol. A node holds X (values it voted nominated), Y (values it accepted nominated)
+//! and Z (candidates: values it confirmed nominated). Federated voting moves values from
+//! X to Y to Z; once Z is non-empty the node stops voting for new values, and the
+//! application's `combine_candidates(Z)` gives the composite value for the first ballot.
+//!
+//! To keep the number of distinct values small, in each round a node only votes for values
+//! of the round's **leaders**. Leader selection is the draft's §3.3, with a hash that is
+//! the same on every platform:
+//!
+//! ```text
+//! H(tag, slot, round, node) = first 8 bytes, big-endian, of
+//!     SHA-256("fba-scp" ‖ tag ‖ slot as u64 BE ‖ round as u32 BE ‖ node as u64 BE)
+//! priority(node) = H(P=2, …) if H(N=1, …) ≤ weight(node) else 0
+//! ```
+//!
+//! where `weight(node)` is the fraction of the local node's slices containing `node`
+//! ([`crate::quorum::QuorumSet::weight`]) and the local node's own weight is the maximum.
+//! The round's leaders are the neighbours of highest priority; leaders accumulate over
+//! rounds, and a round that would add no new leader is skipped. From a leader's NOMINATE a
+//! node adopts the valid value, not yet voted, with the highest
+//! `H(V=3, slot, round, value)`, preferring values the leader already accepted.
+
+use super::slot::{federated_accept, federated_ratify, Latest};
+use super::{Ctx, Pledges, Rejection, Statement, TimerId, Value};
+use crate::hash::Sha256;
+use crate::quorum::NodeId;
+use std::collections::BTreeSet;
+
+const TAG_NEIGHBOUR: u8 = 1;
+const TAG_PRIORITY: u8 = 2;
+const TAG_VALUE: u8 = 3;
+
+fn round_hash(tag: u8, slot: u64, round: u32, tail: &[u8]) -> u64 {
+    let mut h = Sha256::new();
+    h.update(b"fba-scp").update(&[tag]).update(&slot.to_be_bytes()).update(&round.to_be_bytes()).update(tail);
+    let digest = h.finish();
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// The priority of `node` in `round` given its weight (draft §3.3).
+pub(crate) fn priority(slot: u64, round: u32, node: NodeId, weight: u64) -> u64 {
+    let id = node.0.to_be_bytes();
+    if round_hash(TAG_NEIGHBOUR, slot, round, &id) <= weight {
+        round_hash(TAG_PRIORITY, slot, round, &id)
+    } else {
+        0
+    }
+}
+
+/// Nomination state of one slot.
+#[derive(Default)]
+pub(crate) struct Nomination {
+    /// The current round (0 before nomination starts).
+    round: u32,
+    started: bool,
+    /// Set once a ballot is confirmed prepared: no new votes from then on.
+    stopped: bool,
+    /// X: values voted nominated.
+    votes: BTreeSet<Value>,
+    /// Y: values accepted nominated.
+    accepted: BTreeSet<Value>,
+    /// Z: candidate values (confirmed nominated).
+    candidates: BTreeSet<Value>,
+    /// Leaders of this and all earlier rounds.
+    leaders: BTreeSet<NodeId>,
+    /// N: the latest NOMINATE of each node, our own included.
+    latest: Latest,
+}
+
+impl Nomination {
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    pub fn own(&self, me: NodeId) -> Option<&Statement> {
+        self.latest.get(&me)
+    }
+
+    pub fn has_peer_statements(&self, me: NodeId) -> bool {
+        self.latest.keys().any(|n| *n != me)
+    }
+
+    /// `nominate(value)` (draft §3.4): start nomination, or on a timeout move to the next
+    /// round. A call while nomination runs without a timeout only adds our own value.
+    /// Returns a new composite value if the candidate set grew.
+    pub fn nominate(&mut self, ctx: &mut Ctx, own: Option<Value>, timed_out: bool) -> Option<Value> {
+        if !self.candidates.is_empty() || self.stopped || (timed_out && !self.started) {
+            return None;
+        }
+        if self.started && !timed_out {
+            self.vote_own_value(ctx, own);
+            return self.after_own_change(ctx);
+        }
+        self.started = true;
+        self.round += 1;
+        self.update_round_leaders(ctx);
+        self.vote_own_value(ctx, own);
+        let adopted: Vec<Value> =
+            self.leaders.iter().filter_map(|l| self.latest.get(l)).filter_map(|st| self.new_value_from(ctx, st)).collect();
+        self.votes.extend(adopted);
+        ctx.arm(TimerId::Nomination(ctx.slot), ctx.config.timeouts.nomination(self.round));
+        self.after_own_change(ctx)
+    }
+
+    /// A leader votes for its own value while it has voted for nothing else (stellar-core #3525).
+    fn vote_own_value(&mut self, ctx: &Ctx, own: Option<Value>) {
+        if let Some(v) = own {
+            if self.leaders.contains(&ctx.config.node) && self.votes.is_empty() && !self.stopped {
+                self.votes.insert(v);
+            }
+        }
+    }
+
+    /// Records a peer's NOMINATE; once nomination runs, adopts a leader's value and
+    /// promotes values by federated voting. Returns a new composite if Z grew.
+    pub fn receive(&mut self, ctx: &mut Ctx, st: Statement) -> Result<Option<Value>, Rejection> {
+        if let Some(old) = self.latest.get(&st.node) {
+            if !st.pledges.is_newer_than(&old.pledges) {
+                return Err(Rejection::Stale);
+            }
+        } else if self.latest.len() >= ctx.config.max_nodes_per_slot {
+            return Err(Rejection::TooManyNodes);
+        }
+        let sender = st.node;
+        self.latest.insert(sender, st);
+        if !self.started {
+            return Ok(None);
+        }
+        if self.candidates.is_empty() && !self.stopped && self.leaders.contains(&sender) {
+            if let Some(v) = self.new_value_from(ctx, &self.latest[&sender]) {
+                self.votes.insert(v);
+            }
+        }
+        Ok(self.after_own_change(ctx))
+    }
+
+    /// Stops voting for new values and stops the round timer.
+    pub fn stop(&mut self, ctx: &mut Ctx) {
+        if !self.stopped {
+            self.stopped = true;
+            ctx.cancel(TimerId::Nomination(ctx.slot));
+        }
+    }
+
+    /// Records our own statement and runs federated voting until nothing changes.
+    fn after_own_change(&mut self, ctx: &mut Ctx) -> Option<Value> {
+        let before = self.candidates.len();
+        loop {
+            self.record_own(ctx);
+            let accepted = self.attempt_accept(ctx);
+            let confirmed = self.attempt_confirm(ctx);
+            if !accepted && !confirmed {
+                break;
+            }
+        }
+        (self.candidates.len() > before).then(|| ctx.app.combine_candidates(ctx.slot, &self.candidates))
+    }
+
+    fn record_own(&mut self, ctx: &Ctx) {
+        if self.votes.is_empty() && self.accepted.is_empty() {
+            return;
+        }
+        let pledges = Pledges::Nominate { voted: self.votes.clone(), accepted: self.accepted.clone() };
+        let st = Statement {
+            node: ctx.config.node,
+            slot: ctx.slot,
+            quorum_set: ctx.config.quorum_set.clone(),
+            pledges,
+        };
+        self.latest.insert(ctx.config.node, st);
+    }
+
+    /// Accept nominate(v) when a v-blocking set accepted it or a quorum voted or accepted it.
+    fn attempt_accept(&mut self, ctx: &Ctx) -> bool {
+        let mut progress = false;
+        for v in self.mentioned_values() {
+            if self.accepted.contains(&v) {
+                continue;
+            }
+            let voted = |st: &Statement| nominates(st, &v, true);
+            let accepted = |st: &Statement| nominates(st, &v, false);
+            if federated_accept(&ctx.config.quorum_set, &self.latest, voted, accepted) && ctx.app.validate(ctx.slot, &v) {
+                self.votes.insert(v.clone());
+                self.accepted.insert(v);
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    /// Confirm nominate(v) (v becomes a candidate) when a quorum accepted it.
+    fn attempt_confirm(&mut self, ctx: &mut Ctx) -> bool {
+        let mut progress = false;
+        for v in self.accepted.clone() {
+            if self.candidates.contains(&v) {
+                continue;
+            }
+            if federated_ratify(&ctx.config.quorum_set, &self.latest, |st| nominates(st, &v, false)) {
+                self.candidates.insert(v);
+                ctx.cancel(TimerId::Nomination(ctx.slot));
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    /// Every value any node voted for or accepted.
+    fn mentioned_values(&self) -> BTreeSet<Value> {
+        self.latest.values().flat_map(|st| st.pledges.values()).cloned().collect()
+    }
+
+    /// The leader's value to adopt: valid, not yet voted, highest value hash; from its Y
+    /// if possible (stellar-core #3524), else from its X.
+    fn new_value_from(&self, ctx: &Ctx, st: &Statement) -> Option<Value> {
+        let Pledges::Nominate { voted, accepted } = &st.pledges else { return None };
+        let best = |set: &BTreeSet<Value>| {
+            set.iter()
+                .filter(|v| !self.votes.contains(*v) && ctx.app.validate(ctx.slot, v))
+                .max_by_key(|v| (round_hash(TAG_VALUE, ctx.slot, self.round, v.as_bytes()), (*v).clone()))
+                .cloned()
+        };
+        best(accepted).or_else(|| best(voted))
+    }
+
+    /// Adds the highest-priority neighbours of the current round to the leaders, moving
+    /// on to further rounds while a round would add nobody new.
+    fn update_round_leaders(&mut self, ctx: &Ctx) {
+        let qset = &ctx.config.quorum_set;
+        let me = ctx.config.node;
+        let mut neighbours = qset.nodes();
+        neighbours.insert(me);
+        for _ in 0..neighbours.len() {
+            let weight = |n: NodeId| if n == me { u64::MAX } else { qset.weight(n) };
+            let scored: Vec<(u64, NodeId)> =
+                neighbours.iter().map(|&n| (priority(ctx.slot, self.round, n, weight(n)), n)).collect();
+            let top = scored.iter().map(|(p, _)| *p).max().unwrap_or(0);
+            let before = self.leaders.len();
+            self.leaders.extend(scored.iter().filter(|(p, _)| *p == top && top > 0).map(|(_, n)| *n));
+            if self.leaders.len() > before || self.leaders.len() == neighbours.len() {
+                return;
+            }
+            self.round += 1;
+        }
+    }
+}
+
+/// Does `st` vote for (`or_voted`) or accept nominate(v)?
+fn nominates(st: &Statement, v: &Value, or_voted: bool) -> bool {
+    match &st.pledges {
+        Pledges::Nominate { voted, accepted } => accepted.contains(v) || (or_voted && voted.contains(v)),
+        _ => false,
+    }
+}

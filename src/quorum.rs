@@ -83,10 +83,9 @@ pub enum QuorumSetError {
 impl fmt::Display for QuorumSetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            QuorumSetError::BadThreshold { threshold, entries } => write!(
-                f,
-                "threshold {threshold} must be between 1 and the number of entries ({entries})"
-            ),
+            QuorumSetError::BadThreshold { threshold, entries } => {
+                write!(f, "threshold {threshold} must be between 1 and the number of entries ({entries})")
+            }
             QuorumSetError::TooDeep => {
                 write!(f, "inner sets nested deeper than {MAX_NESTING_DEPTH} levels")
             }
@@ -212,9 +211,7 @@ impl QuorumSet {
     /// slices that contain `node`, i.e. the product of `threshold / entries` along the path
     /// from the root to `node`, scaled to `u64::MAX`. Zero when `node` is absent.
     pub fn weight(&self, node: NodeId) -> u64 {
-        self.weight_fraction(node)
-            .map(|(num, den)| ((u64::MAX as u128 * num) / den) as u64)
-            .unwrap_or(0)
+        self.weight_fraction(node).map(|(num, den)| ((u64::MAX as u128 * num) / den) as u64).unwrap_or(0)
     }
 
     fn weight_fraction(&self, node: NodeId) -> Option<(u128, u128)> {
@@ -373,8 +370,7 @@ mod tests {
                 .collect();
             let local = &qsets[&NodeId(1)];
             for present in subsets(&universe) {
-                let members: BTreeMap<NodeId, &QuorumSet> =
-                    present.iter().map(|n| (*n, &qsets[n])).collect();
+                let members: BTreeMap<NodeId, &QuorumSet> = present.iter().map(|n| (*n, &qsets[n])).collect();
                 // Brute force: some subset U of present is a quorum (a slice of each member
                 // inside U) and contains a slice of the local node.
                 let brute = subsets(&present.iter().copied().collect::<Vec<_>>()).any(|u| {

@@ -151,7 +151,8 @@ impl BallotProtocol {
             return false;
         }
         for ballot in self.prepare_candidates().iter().rev() {
-            if self.phase == Phase::Confirm && !self.p.as_ref().is_some_and(|p| p.less_and_compatible(ballot)) {
+            if self.phase == Phase::Confirm && !self.p.as_ref().is_some_and(|p| p.less_and_compatible(ballot))
+            {
                 continue;
             }
             if self.p_prime.as_ref().is_some_and(|pp| ballot <= pp)
@@ -197,7 +198,8 @@ impl BallotProtocol {
             }
             self.p = Some(ballot);
             true
-        } else if ballot < *p && !p.compatible(&ballot) && self.p_prime.as_ref().is_none_or(|pp| *pp < ballot) {
+        } else if ballot < *p && !p.compatible(&ballot) && self.p_prime.as_ref().is_none_or(|pp| *pp < ballot)
+        {
             self.p_prime = Some(ballot);
             true
         } else {
@@ -217,10 +219,8 @@ impl BallotProtocol {
         let candidates: Vec<Ballot> = self.prepare_candidates().into_iter().rev().collect();
         let qset = &ctx.config.quorum_set;
         let ratified = |b: &Ballot| federated_ratify(qset, &self.m, |st| accepted_prepare(b, st));
-        let Some(i) = candidates
-            .iter()
-            .take_while(|b| self.h.as_ref().is_none_or(|h| *b > h))
-            .position(&ratified)
+        let Some(i) =
+            candidates.iter().take_while(|b| self.h.as_ref().is_none_or(|h| *b > h)).position(&ratified)
         else {
             return false;
         };
@@ -328,7 +328,8 @@ impl BallotProtocol {
         let Some(value) = self.h.as_ref().map(|h| h.value.clone()) else { return false };
         let boundaries = self.commit_boundaries(&value);
         let qset = &ctx.config.quorum_set;
-        let test = |lo: u32, hi: u32| federated_ratify(qset, &self.m, |st| accepted_commit(&value, lo, hi, st));
+        let test =
+            |lo: u32, hi: u32| federated_ratify(qset, &self.m, |st| accepted_commit(&value, lo, hi, st));
         let Some((lo, hi)) = find_extended_interval(&boundaries, test) else { return false };
         self.c = Some(Ballot::new(lo, value.clone()));
         self.h = Some(Ballot::new(hi, value.clone()));
@@ -362,7 +363,11 @@ impl BallotProtocol {
     /// Moves to counter `n` (or b.n + 1 when `n` is 0) with value z, else the latest
     /// composite, else b's value.
     fn abandon_ballot(&mut self, ctx: &Ctx, n: u32) -> bool {
-        let value = self.z.clone().or_else(|| self.composite.clone()).or_else(|| self.b.as_ref().map(|b| b.value.clone()));
+        let value = self
+            .z
+            .clone()
+            .or_else(|| self.composite.clone())
+            .or_else(|| self.b.as_ref().map(|b| b.value.clone()));
         let Some(value) = value else { return false };
         let n = if n == 0 { self.b.as_ref().map_or(1, |b| b.counter.saturating_add(1)) } else { n };
         self.bump_state(ctx, value, n)
@@ -441,7 +446,12 @@ impl BallotProtocol {
         self.check_invariants();
         let Some(pledges) = self.own_pledges() else { return };
         debug_assert_eq!(pledges.check_sanity(true), Ok(()), "own statement insane: {}", self.describe());
-        let st = Statement { node: ctx.config.node, slot: ctx.slot, quorum_set: ctx.config.quorum_set.clone(), pledges };
+        let st = Statement {
+            node: ctx.config.node,
+            slot: ctx.slot,
+            quorum_set: ctx.config.quorum_set.clone(),
+            pledges,
+        };
         self.m.insert(ctx.config.node, st);
     }
 
@@ -491,7 +501,12 @@ impl BallotProtocol {
         for st in self.m.values() {
             match &st.pledges {
                 Pledges::Prepare { ballot, prepared, prepared_prime, .. } => {
-                    out.extend([Some(ballot), prepared.as_ref(), prepared_prime.as_ref()].into_iter().flatten().cloned());
+                    out.extend(
+                        [Some(ballot), prepared.as_ref(), prepared_prime.as_ref()]
+                            .into_iter()
+                            .flatten()
+                            .cloned(),
+                    );
                 }
                 Pledges::Confirm { ballot, n_prepared, .. } => {
                     out.insert(Ballot::new(*n_prepared, ballot.value.clone()));

@@ -98,8 +98,12 @@ impl Nomination {
         self.round += 1;
         self.update_round_leaders(ctx);
         self.vote_own_value(ctx, own);
-        let adopted: Vec<Value> =
-            self.leaders.iter().filter_map(|l| self.latest.get(l)).filter_map(|st| self.new_value_from(ctx, st)).collect();
+        let adopted: Vec<Value> = self
+            .leaders
+            .iter()
+            .filter_map(|l| self.latest.get(l))
+            .filter_map(|st| self.new_value_from(ctx, st))
+            .collect();
         self.votes.extend(adopted);
         ctx.arm(TimerId::Nomination(ctx.slot), ctx.config.timeouts.nomination(self.round));
         self.after_own_change(ctx)
@@ -182,7 +186,9 @@ impl Nomination {
             }
             let voted = |st: &Statement| nominates(st, &v, true);
             let accepted = |st: &Statement| nominates(st, &v, false);
-            if federated_accept(&ctx.config.quorum_set, &self.latest, voted, accepted) && ctx.app.validate(ctx.slot, &v) {
+            if federated_accept(&ctx.config.quorum_set, &self.latest, voted, accepted)
+                && ctx.app.validate(ctx.slot, &v)
+            {
                 self.votes.insert(v.clone());
                 self.accepted.insert(v);
                 progress = true;

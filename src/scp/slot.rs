@@ -23,7 +23,8 @@ pub(crate) fn is_v_blocking(local: &QuorumSet, m: &Latest, pred: impl Fn(&Statem
 /// Do the nodes whose latest statement satisfies `pred` contain a quorum (of the local
 /// node), each judged by the quorum set it announced?
 pub(crate) fn is_quorum(local: &QuorumSet, m: &Latest, pred: impl Fn(&Statement) -> bool) -> bool {
-    let qsets: Vec<_> = m.values().filter(|st| pred(st)).map(|st| (st.node, st.effective_quorum_set())).collect();
+    let qsets: Vec<_> =
+        m.values().filter(|st| pred(st)).map(|st| (st.node, st.effective_quorum_set())).collect();
     let members = qsets.iter().map(|(n, q)| (*n, q.as_ref())).collect();
     quorum::is_quorum(local, &members)
 }

@@ -246,11 +246,9 @@ impl Pledges {
     pub fn values(&self) -> Vec<&Value> {
         match self {
             Pledges::Nominate { voted, accepted } => voted.iter().chain(accepted).collect(),
-            Pledges::Prepare { ballot, prepared, prepared_prime, .. } => std::iter::once(ballot)
-                .chain(prepared)
-                .chain(prepared_prime)
-                .map(|b| &b.value)
-                .collect(),
+            Pledges::Prepare { ballot, prepared, prepared_prime, .. } => {
+                std::iter::once(ballot).chain(prepared).chain(prepared_prime).map(|b| &b.value).collect()
+            }
             Pledges::Confirm { ballot, .. } => vec![&ballot.value],
             Pledges::Externalize { commit, .. } => vec![&commit.value],
         }

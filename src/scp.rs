@@ -510,3 +510,6 @@ impl<A: Application> Node<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

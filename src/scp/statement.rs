@@ -293,7 +293,7 @@ impl Pledges {
                 }
                 match (prepared, prepared_prime) {
                     (None, Some(_)) => return Err(Rejection::BadPreparedPrime),
-                    (Some(p), Some(pp)) if !(pp < p && !pp.compatible(p)) => {
+                    (Some(p), Some(pp)) if !pp.less_and_incompatible(p) => {
                         return Err(Rejection::BadPreparedPrime)
                     }
                     _ => {}

@@ -1,0 +1,378 @@
+//! Single-node tests: one real node, hand-built statements from its peers, exact outputs.
+//!
+//! The topology is stellar-core's "core5": five nodes, each with quorum set 4-of-5. A set
+//! of two peers is v-blocking (it meets every slice) but not a quorum, and three peers plus
+//! the node itself are a quorum, so each test can tell the two rules apart.
+
+use super::*;
+use crate::quorum::{NodeId, QuorumSet};
+use std::time::Duration;
+
+const ME: NodeId = NodeId(1);
+const PEERS: [NodeId; 4] = [NodeId(2), NodeId(3), NodeId(4), NodeId(5)];
+
+struct MaxApp;
+
+impl Application for MaxApp {
+    fn validate(&self, _slot: SlotIndex, value: &Value) -> bool {
+        value.as_bytes() != b"bad"
+    }
+    fn combine_candidates(&self, _slot: SlotIndex, z: &BTreeSet<Value>) -> Value {
+        z.iter().next_back().cloned().expect("Z is never empty")
+    }
+}
+
+fn qset() -> QuorumSet {
+    QuorumSet::new(4, [ME].into_iter().chain(PEERS))
+}
+
+fn node() -> Node<MaxApp> {
+    Node::new(Config::new(ME, qset()), MaxApp, 1).expect("sane config")
+}
+
+fn x() -> Value {
+    Value::new(*b"x")
+}
+
+fn y() -> Value {
+    Value::new(*b"y")
+}
+
+fn ballot(n: u32, v: &Value) -> Ballot {
+    Ballot::new(n, v.clone())
+}
+
+fn st(node: NodeId, slot: SlotIndex, pledges: Pledges) -> Statement {
+    Statement { node, slot, quorum_set: qset(), pledges }
+}
+
+fn nominate(node: NodeId, voted: &[Value], accepted: &[Value]) -> Statement {
+    let pledges = Pledges::Nominate {
+        voted: voted.iter().cloned().collect(),
+        accepted: accepted.iter().cloned().collect(),
+    };
+    st(node, 1, pledges)
+}
+
+fn prepare(node: NodeId, b: Ballot, p: Option<Ballot>, n_c: u32, n_h: u32) -> Statement {
+    st(node, 1, Pledges::Prepare { ballot: b, prepared: p, prepared_prime: None, n_c, n_h })
+}
+
+fn confirm(node: NodeId, b: Ballot, n_prepared: u32, n_commit: u32, n_h: u32) -> Statement {
+    st(node, 1, Pledges::Confirm { ballot: b, n_prepared, n_commit, n_h })
+}
+
+fn externalize(node: NodeId, slot: SlotIndex, c: Ballot, n_h: u32) -> Statement {
+    st(node, slot, Pledges::Externalize { commit: c, n_h })
+}
+
+const T0: Duration = Duration::from_secs(100);
+
+fn feed(n: &mut Node<MaxApp>, statement: Statement) -> Vec<Output> {
+    n.handle(T0, Input::Statement(statement)).expect("statement accepted")
+}
+
+fn broadcasts(out: &[Output]) -> Vec<&Pledges> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(s) => Some(&s.pledges),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Drives a fresh node to ballot ⟨1, x⟩: it proposes x and three peers accept x.
+fn node_on_ballot_x() -> Node<MaxApp> {
+    let mut n = node();
+    n.handle(T0, Input::Propose(x())).expect("valid proposal");
+    for peer in &PEERS[..3] {
+        feed(&mut n, nominate(*peer, &[x()], &[x()]));
+    }
+    assert_eq!(n.own_statements(1).last().map(|s| s.pledges.kind()), Some("PREPARE"));
+    n
+}
+
+// ----- Nomination ---------------------------------------------------------------------
+
+#[test]
+fn quorum_accepting_a_value_makes_it_a_candidate_and_starts_ballot_one() {
+    let mut n = node();
+    n.handle(T0, Input::Propose(x())).expect("valid proposal");
+    feed(&mut n, nominate(PEERS[0], &[x()], &[x()]));
+    // Two peers accepted x: v-blocking, so the node accepts x (Y = {x}) but cannot confirm.
+    let out = feed(&mut n, nominate(PEERS[1], &[x()], &[x()]));
+    assert_eq!(broadcasts(&out), vec![&Pledges::Nominate { voted: [x()].into(), accepted: [x()].into() }]);
+    // Three peers plus ourselves accepted x: a quorum confirms it, x is the composite, and
+    // the ballot protocol starts at ⟨1, x⟩. The nomination timer is cancelled.
+    let out = feed(&mut n, nominate(PEERS[2], &[x()], &[x()]));
+    assert_eq!(
+        out,
+        vec![
+            Output::CancelTimer(TimerId::Nomination(1)),
+            Output::Broadcast(prepare(ME, ballot(1, &x()), None, 0, 0)),
+        ]
+    );
+}
+
+#[test]
+fn a_single_peer_accepting_is_not_enough() {
+    let mut n = node();
+    n.handle(T0, Input::Propose(y())).expect("valid proposal");
+    let out = feed(&mut n, nominate(PEERS[0], &[x()], &[x()]));
+    assert!(broadcasts(&out)
+        .iter()
+        .all(|p| !matches!(p, Pledges::Nominate { accepted, .. } if accepted.contains(&x()))));
+}
+
+#[test]
+fn leader_priority_hash_is_pinned() {
+    // Computed independently (Python hashlib) from the documented formula:
+    // SHA-256("fba-scp" ‖ 0x02 ‖ slot u64 BE ‖ round u32 BE ‖ node u64 BE)[..8] as u64 BE.
+    assert_eq!(nomination::priority(1, 1, NodeId(3000), u64::MAX), PINNED_PRIORITY);
+    assert_eq!(nomination::priority(1, 1, NodeId(3000), 0), 0);
+}
+const PINNED_PRIORITY: u64 = 15_407_815_570_179_005_122;
+
+// ----- Ballot protocol: prepare -------------------------------------------------------
+
+#[test]
+fn v_blocking_set_accepting_prepared_makes_the_node_accept() {
+    let mut n = node_on_ballot_x();
+    feed(&mut n, prepare(PEERS[0], ballot(1, &x()), Some(ballot(1, &x())), 0, 0));
+    let out = feed(&mut n, prepare(PEERS[1], ballot(1, &x()), Some(ballot(1, &x())), 0, 0));
+    assert_eq!(broadcasts(&out), vec![&prepare(ME, ballot(1, &x()), Some(ballot(1, &x())), 0, 0).pledges]);
+}
+
+#[test]
+fn quorum_accepting_prepared_confirms_it_and_votes_commit() {
+    let mut n = node_on_ballot_x();
+    let mut last = vec![];
+    for peer in &PEERS[..3] {
+        last = feed(&mut n, prepare(*peer, ballot(1, &x()), Some(ballot(1, &x())), 0, 0));
+    }
+    // Accept prepared came from the first two; the third completes a quorum that accepted:
+    // h = c = ⟨1, x⟩.
+    assert_eq!(broadcasts(&last), vec![&prepare(ME, ballot(1, &x()), Some(ballot(1, &x())), 1, 1).pledges]);
+}
+
+#[test]
+fn quorum_voting_commit_moves_to_confirm() {
+    let mut n = node_on_ballot_x();
+    for peer in &PEERS[..3] {
+        feed(&mut n, prepare(*peer, ballot(1, &x()), Some(ballot(1, &x())), 1, 1));
+    }
+    let own = n.own_statements(1).pop().expect("ballot statement");
+    assert_eq!(own.pledges, confirm(ME, ballot(1, &x()), 1, 1, 1).pledges);
+}
+
+#[test]
+fn v_blocking_set_of_confirms_makes_the_node_accept_commit() {
+    let mut n = node_on_ballot_x();
+    feed(&mut n, confirm(PEERS[0], ballot(1, &x()), 1, 1, 1));
+    let out = feed(&mut n, confirm(PEERS[1], ballot(1, &x()), 1, 1, 1));
+    assert_eq!(broadcasts(&out), vec![&confirm(ME, ballot(1, &x()), 1, 1, 1).pledges]);
+}
+
+#[test]
+fn quorum_of_confirms_externalizes() {
+    let mut n = node_on_ballot_x();
+    let mut out = vec![];
+    for peer in &PEERS[..3] {
+        out = feed(&mut n, confirm(*peer, ballot(1, &x()), 1, 1, 1));
+    }
+    assert!(out.contains(&Output::Broadcast(externalize(ME, 1, ballot(1, &x()), 1))), "{out:?}");
+    assert!(out.contains(&Output::Externalized { slot: 1, value: x() }), "{out:?}");
+    assert_eq!(n.current_slot(), 2);
+}
+
+#[test]
+fn a_node_without_a_ballot_is_carried_along_by_a_quorum() {
+    // No proposal, no nomination: confirming prepared gives the node its first ballot.
+    let mut n = node();
+    let mut out = vec![];
+    for peer in &PEERS[..3] {
+        out = feed(&mut n, prepare(*peer, ballot(2, &y()), Some(ballot(2, &y())), 0, 0));
+    }
+    assert_eq!(broadcasts(&out), vec![&prepare(ME, ballot(2, &y()), Some(ballot(2, &y())), 2, 2).pledges]);
+}
+
+#[test]
+fn higher_incompatible_prepared_moves_old_p_to_p_prime_and_aborts_c() {
+    let mut n = node_on_ballot_x();
+    for peer in &PEERS[..3] {
+        feed(&mut n, prepare(*peer, ballot(1, &x()), Some(ballot(1, &x())), 0, 0));
+    }
+    // A v-blocking set accepted ⟨2, y⟩ prepared: p = ⟨2, y⟩, p' = ⟨1, x⟩, and c (⟨1, x⟩)
+    // is aborted by p, so the node stops voting to commit it.
+    feed(&mut n, prepare(PEERS[0], ballot(2, &y()), Some(ballot(2, &y())), 0, 0));
+    feed(&mut n, prepare(PEERS[1], ballot(2, &y()), Some(ballot(2, &y())), 0, 0));
+    let own = n.own_statements(1).pop().expect("ballot statement");
+    match own.pledges {
+        Pledges::Prepare { prepared, prepared_prime, n_c, .. } => {
+            assert_eq!(prepared, Some(ballot(2, &y())));
+            assert_eq!(prepared_prime, Some(ballot(1, &x())));
+            assert_eq!(n_c, 0);
+        }
+        other => panic!("expected PREPARE, got {other:?}"),
+    }
+}
+
+// ----- Timers and bumping ---------------------------------------------------------------
+
+fn ballot_timer(out: &[Output]) -> Option<Duration> {
+    out.iter().find_map(|o| match o {
+        Output::SetTimer { timer: TimerId::Ballot(1), at } => Some(*at),
+        _ => None,
+    })
+}
+
+#[test]
+fn ballot_timer_starts_only_after_hearing_from_a_quorum() {
+    let mut n = node_on_ballot_x();
+    let a = feed(&mut n, prepare(PEERS[0], ballot(1, &x()), None, 0, 0));
+    let b = feed(&mut n, prepare(PEERS[1], ballot(1, &x()), None, 0, 0));
+    assert_eq!((ballot_timer(&a), ballot_timer(&b)), (None, None));
+    let c = feed(&mut n, prepare(PEERS[2], ballot(1, &x()), None, 0, 0));
+    assert_eq!(ballot_timer(&c), Some(T0 + Duration::from_secs(1)));
+    // That quorum voted prepare(⟨1, x⟩), so the node accepted it prepared. The timer fires:
+    // the node abandons ⟨1, x⟩ for ⟨2, x⟩.
+    let out = n.handle(T0 + Duration::from_secs(1), Input::Timer(TimerId::Ballot(1))).expect("timer");
+    assert_eq!(broadcasts(&out), vec![&prepare(ME, ballot(2, &x()), Some(ballot(1, &x())), 0, 0).pledges]);
+}
+
+#[test]
+fn stale_and_early_timers_are_ignored() {
+    let mut n = node_on_ballot_x();
+    assert_eq!(n.handle(T0, Input::Timer(TimerId::Ballot(1))).expect("ignored"), vec![]);
+    assert_eq!(n.handle(T0, Input::Timer(TimerId::Ballot(9))).expect("ignored"), vec![]);
+}
+
+#[test]
+fn v_blocking_set_ahead_bumps_to_the_lowest_counter_it_is_ahead_of() {
+    let mut n = node_on_ballot_x();
+    feed(&mut n, prepare(PEERS[0], ballot(3, &x()), None, 0, 0));
+    let out = feed(&mut n, prepare(PEERS[1], ballot(5, &x()), None, 0, 0));
+    // Nodes above 3 are only {5}: not v-blocking, so the node stops at counter 3.
+    assert_eq!(broadcasts(&out), vec![&prepare(ME, ballot(3, &x()), None, 0, 0).pledges]);
+}
+
+#[test]
+fn timeouts_grow_with_round_and_counter_and_are_capped() {
+    let t = Timeouts::default();
+    assert_eq!(t.ballot(1), Duration::from_secs(1));
+    assert_eq!(t.ballot(3), Duration::from_secs(3));
+    assert_eq!(t.nomination(2), Duration::from_secs(2));
+    assert_eq!(t.ballot(u32::MAX), t.max);
+}
+
+// ----- Slots ------------------------------------------------------------------------------
+
+fn externalized_node() -> Node<MaxApp> {
+    let mut n = node_on_ballot_x();
+    for peer in &PEERS[..3] {
+        feed(&mut n, confirm(*peer, ballot(1, &x()), 1, 1, 1));
+    }
+    assert_eq!(n.current_slot(), 2);
+    n
+}
+
+#[test]
+fn a_laggard_is_answered_with_our_externalize() {
+    let mut n = externalized_node();
+    let out = feed(&mut n, prepare(PEERS[3], ballot(1, &y()), None, 0, 0));
+    assert_eq!(out, vec![Output::Send { to: PEERS[3], statement: externalize(ME, 1, ballot(1, &x()), 1) }]);
+}
+
+#[test]
+fn peers_externalize_messages_let_a_laggard_decide() {
+    let mut n = node();
+    let mut out = vec![];
+    for peer in &PEERS[..3] {
+        out = feed(&mut n, externalize(*peer, 1, ballot(4, &y()), 6));
+    }
+    assert!(out.contains(&Output::Externalized { slot: 1, value: y() }), "{out:?}");
+}
+
+#[test]
+fn future_slots_decide_but_are_reported_in_order() {
+    let mut n = node();
+    let mut out = vec![];
+    for peer in &PEERS[..3] {
+        out.extend(feed(&mut n, externalize(*peer, 2, ballot(1, &y()), 1)));
+    }
+    assert!(!out.iter().any(|o| matches!(o, Output::Externalized { .. })), "slot 1 is still open");
+    for peer in &PEERS[..3] {
+        out = feed(&mut n, externalize(*peer, 1, ballot(1, &x()), 1));
+    }
+    let decided: Vec<_> = out.iter().filter(|o| matches!(o, Output::Externalized { .. })).collect();
+    assert_eq!(
+        decided,
+        vec![&Output::Externalized { slot: 1, value: x() }, &Output::Externalized { slot: 2, value: y() }]
+    );
+}
+
+// ----- Rejections ---------------------------------------------------------------------------
+
+fn rejection(n: &mut Node<MaxApp>, s: Statement) -> Rejection {
+    n.handle(T0, Input::Statement(s)).expect_err("statement must be refused")
+}
+
+#[test]
+fn insane_statements_are_rejected_with_their_reason() {
+    let mut n = node();
+    let cases = [
+        (prepare(PEERS[0], ballot(0, &x()), None, 0, 0), Rejection::ZeroCounter),
+        (prepare(PEERS[0], ballot(2, &x()), Some(ballot(1, &x())), 0, 2), Rejection::HighAbovePrepared),
+        (prepare(PEERS[0], ballot(2, &x()), Some(ballot(2, &x())), 2, 1), Rejection::BadCommitRange),
+        (prepare(PEERS[0], ballot(1, &x()), Some(ballot(2, &x())), 1, 2), Rejection::BadCommitRange),
+        (confirm(PEERS[0], ballot(1, &x()), 1, 2, 1), Rejection::BadCommitRange),
+        (confirm(PEERS[0], ballot(1, &x()), 1, 0, 1), Rejection::BadCommitRange),
+        (externalize(PEERS[0], 1, ballot(3, &x()), 2), Rejection::BadCommitRange),
+        (nominate(PEERS[0], &[], &[]), Rejection::EmptyNomination),
+        (prepare(ME, ballot(1, &x()), None, 0, 0), Rejection::FromSelf),
+        (prepare(PEERS[0], ballot(1, &Value::new(*b"bad")), None, 0, 0), Rejection::InvalidValue),
+        (externalize(PEERS[0], 1000, ballot(1, &x()), 1), Rejection::TooFarAhead),
+    ];
+    for (statement, reason) in cases {
+        assert_eq!(rejection(&mut n, statement.clone()), reason, "{statement:?}");
+    }
+    let mut bad_pp = prepare(PEERS[0], ballot(2, &x()), Some(ballot(2, &x())), 0, 0);
+    if let Pledges::Prepare { prepared_prime, .. } = &mut bad_pp.pledges {
+        *prepared_prime = Some(ballot(1, &x())); // compatible with p: not a p'
+    }
+    assert_eq!(rejection(&mut n, bad_pp), Rejection::BadPreparedPrime);
+    let mut bad_q = prepare(PEERS[0], ballot(1, &x()), None, 0, 0);
+    bad_q.quorum_set.threshold = 9;
+    assert!(matches!(rejection(&mut n, bad_q), Rejection::BadQuorumSet(_)));
+}
+
+#[test]
+fn duplicates_and_older_statements_are_stale() {
+    let mut n = node_on_ballot_x();
+    feed(&mut n, prepare(PEERS[0], ballot(2, &x()), None, 0, 0));
+    assert_eq!(rejection(&mut n, prepare(PEERS[0], ballot(2, &x()), None, 0, 0)), Rejection::Stale);
+    assert_eq!(rejection(&mut n, prepare(PEERS[0], ballot(1, &x()), None, 0, 0)), Rejection::Stale);
+    feed(&mut n, confirm(PEERS[0], ballot(2, &x()), 2, 1, 1));
+    assert_eq!(rejection(&mut n, prepare(PEERS[0], ballot(9, &x()), None, 0, 0)), Rejection::Stale);
+}
+
+#[test]
+fn newer_statement_order_follows_the_draft() {
+    let p = |b: u32, p: Option<u32>, h: u32| {
+        prepare(PEERS[0], ballot(b, &x()), p.map(|n| ballot(n, &x())), 0, h).pledges
+    };
+    assert!(p(2, None, 0).is_newer_than(&p(1, None, 0)));
+    assert!(p(1, Some(1), 0).is_newer_than(&p(1, None, 0)));
+    assert!(p(1, Some(1), 1).is_newer_than(&p(1, Some(1), 0)));
+    assert!(!p(1, Some(1), 0).is_newer_than(&p(1, Some(1), 0)));
+    let c = confirm(PEERS[0], ballot(1, &x()), 1, 1, 1).pledges;
+    let e = externalize(PEERS[0], 1, ballot(1, &x()), 1).pledges;
+    assert!(c.is_newer_than(&p(9, Some(9), 9)));
+    assert!(e.is_newer_than(&c));
+    assert!(!e.is_newer_than(&e) && !c.is_newer_than(&e));
+    let n1 = nominate(PEERS[0], &[x()], &[]).pledges;
+    let n2 = nominate(PEERS[0], &[x(), y()], &[]).pledges;
+    let n3 = nominate(PEERS[0], &[y()], &[x()]).pledges;
+    assert!(n2.is_newer_than(&n1) && !n1.is_newer_than(&n2));
+    assert!(!n3.is_newer_than(&n2), "dropping a vote is not newer");
+}

@@ -17,7 +17,10 @@
 //! ```
 //!
 //! where `weight(node)` is the fraction of the local node's slices containing `node`
-//! ([`crate::quorum::QuorumSet::weight`]) and the local node's own weight is the maximum.
+//! ([`crate::quorum::QuorumSet::weight`]), for the local node too. (stellar-core gives the
+//! local node the maximum weight instead; then a node the others filter out still elects
+//! itself, votes split and the slot waits a whole round. With the draft's rule, nodes that
+//! share a quorum set compute the same leaders and nomination converges in round 1.)
 //! The round's leaders are the neighbours of highest priority; leaders accumulate over
 //! rounds, and a round that would add no new leader is skipped. From a leader's NOMINATE a
 //! node adopts the valid value, not yet voted, with the highest
@@ -235,13 +238,10 @@ impl Nomination {
     /// on to further rounds while a round would add nobody new.
     fn update_round_leaders(&mut self, ctx: &Ctx) {
         let qset = &ctx.config.quorum_set;
-        let me = ctx.config.node;
-        let mut neighbours = qset.nodes();
-        neighbours.insert(me);
-        for _ in 0..neighbours.len() {
-            let weight = |n: NodeId| if n == me { u64::MAX } else { qset.weight(n) };
+        let neighbours = qset.nodes();
+        for _ in 0..=neighbours.len() {
             let scored: Vec<(u64, NodeId)> =
-                neighbours.iter().map(|&n| (priority(ctx.slot, self.round, n, weight(n)), n)).collect();
+                neighbours.iter().map(|&n| (priority(ctx.slot, self.round, n, qset.weight(n)), n)).collect();
             let top = scored.iter().map(|(p, _)| *p).max().unwrap_or(0);
             let before = self.leaders.len();
             self.leaders.extend(scored.iter().filter(|(p, _)| *p == top && top > 0).map(|(_, n)| *n));

@@ -7,12 +7,20 @@
 //! * [`quorum`]: quorum sets and the quorum math (slices, v-blocking sets, quorums);
 //! * [`hash`] and [`rng`]: a portable SHA-256 and a seeded generator for simulations;
 //! * [`wallet`]: the replicated state machine (balances in integer cents) and its requests;
-//! * [`store`]: the PickleDB-compatible database file, written atomically.
+//! * [`store`]: the PickleDB-compatible database file, written atomically;
+//! * [`net`], [`timer`], [`server`], [`config`]: the node's I/O shell (UDP reader thread,
+//!   timer thread, protocol thread) and its command line;
+//! * [`client`]: the client side used by `fba_client`.
 #![deny(missing_docs)]
 
+pub mod client;
+pub mod config;
 pub mod hash;
+pub mod net;
 pub mod quorum;
 pub mod rng;
 pub mod scp;
+pub mod server;
 pub mod store;
+pub mod timer;
 pub mod wallet;

@@ -46,13 +46,9 @@ impl Value {
 }
 
 impl fmt::Debug for Value {
+    /// `#` and the first 4 bytes of the value's SHA-256: short, and the same on every node.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = crate::hash::hex(&self.0[..self.0.len().min(6)]);
-        if self.0.len() > 6 {
-            write!(f, "{hex}…")
-        } else {
-            write!(f, "{hex}")
-        }
+        write!(f, "#{}", crate::hash::hex(&crate::hash::sha256(&self.0)[..4]))
     }
 }
 
@@ -382,21 +378,27 @@ fn fmt_opt(b: &Option<Ballot>) -> String {
     b.as_ref().map_or_else(|| "-".to_string(), |b| format!("{b:?}"))
 }
 
-impl fmt::Debug for Pledges {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Pledges {
+    /// The fields in the paper's notation, without the message type.
+    pub fn fields(&self) -> String {
         match self {
-            Pledges::Nominate { voted, accepted } => write!(f, "NOMINATE X={voted:?} Y={accepted:?}"),
-            Pledges::Prepare { ballot, prepared, prepared_prime, n_c, n_h } => write!(
-                f,
-                "PREPARE b={ballot:?} p={} p'={} c.n={n_c} h.n={n_h}",
+            Pledges::Nominate { voted, accepted } => format!("X={voted:?} Y={accepted:?}"),
+            Pledges::Prepare { ballot, prepared, prepared_prime, n_c, n_h } => format!(
+                "b={ballot:?} p={} p'={} c.n={n_c} h.n={n_h}",
                 fmt_opt(prepared),
                 fmt_opt(prepared_prime)
             ),
             Pledges::Confirm { ballot, n_prepared, n_commit, n_h } => {
-                write!(f, "CONFIRM b={ballot:?} p.n={n_prepared} c.n={n_commit} h.n={n_h}")
+                format!("b={ballot:?} p.n={n_prepared} c.n={n_commit} h.n={n_h}")
             }
-            Pledges::Externalize { commit, n_h } => write!(f, "EXTERNALIZE c={commit:?} h.n={n_h}"),
+            Pledges::Externalize { commit, n_h } => format!("c={commit:?} h.n={n_h}"),
         }
+    }
+}
+
+impl fmt::Debug for Pledges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind(), self.fields())
     }
 }
 

@@ -1,0 +1,305 @@
+//! The network edge: the wire format and the UDP socket.
+//!
+//! Every datagram is one JSON object, tagged by `"type"` (see [`Message`]), or a line of
+//! plain text such as `foo:$10` for people poking a node with `nc -u`. The reader thread
+//! blocks on [`UdpSocket::recv_from`], decodes each datagram and hands it to the protocol
+//! thread over a crossbeam channel; malformed input is passed along as a typed
+//! [`DecodeError`] so that the protocol thread can log it once and drop it.
+//!
+//! A test hook adds faults to outgoing datagrams: set `FBA_NET_FAULTS` to e.g.
+//! `loss=0.2,dup=0.1,delay_ms=30,seed=7` (off by default; see [`Faults`]).
+
+use crate::quorum::NodeId;
+use crate::rng::Rng;
+use crate::scp::Statement;
+use crate::wallet::{Reply, Request};
+use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// Largest datagram a node accepts or sends (bytes); bigger ones are refused.
+pub const MAX_DATAGRAM: usize = 60_000;
+
+/// A JSON datagram.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Message {
+    /// Peer to peer: an SCP statement.
+    Scp {
+        /// The statement; its `node` must be the peer the datagram came from.
+        statement: Statement,
+    },
+    /// Peer to peer: client requests a node received, flooded so every node can
+    /// nominate them.
+    Flood {
+        /// The requests.
+        requests: Vec<Request>,
+    },
+    /// Client to node: one request.
+    Request {
+        /// The request.
+        request: Request,
+    },
+    /// Node to client: the outcome of a request.
+    Reply {
+        /// The replying node.
+        node: NodeId,
+        /// The outcome.
+        reply: Reply,
+    },
+    /// Node to client: the datagram could not be understood.
+    Error {
+        /// The replying node.
+        node: NodeId,
+        /// What was wrong.
+        error: String,
+    },
+}
+
+/// A decoded datagram.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Datagram {
+    /// A JSON message.
+    Json(Message),
+    /// A plain-text line (the datagram did not start with `{`).
+    Text(String),
+}
+
+/// Why a datagram was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Larger than [`MAX_DATAGRAM`].
+    Oversized(usize),
+    /// Empty datagram.
+    Empty,
+    /// Not UTF-8.
+    NotUtf8,
+    /// Looked like JSON but is not a valid message.
+    BadJson(String),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Oversized(n) => write!(f, "datagram of {n} bytes exceeds {MAX_DATAGRAM}"),
+            DecodeError::Empty => write!(f, "empty datagram"),
+            DecodeError::NotUtf8 => write!(f, "datagram is not UTF-8"),
+            DecodeError::BadJson(e) => write!(f, "malformed message: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Decodes one datagram. Never panics, whatever the bytes.
+pub fn decode(bytes: &[u8]) -> Result<Datagram, DecodeError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(DecodeError::Oversized(bytes.len()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8)?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if !trimmed.starts_with('{') {
+        return Ok(Datagram::Text(trimmed.to_string()));
+    }
+    let message = serde_json::from_str(trimmed).map_err(|e| DecodeError::BadJson(e.to_string()))?;
+    Ok(Datagram::Json(message))
+}
+
+/// Encodes a message as a datagram.
+pub fn encode(message: &Message) -> Vec<u8> {
+    serde_json::to_vec(message).expect("messages always serialize")
+}
+
+/// One datagram from the reader thread.
+#[derive(Debug)]
+pub struct Incoming {
+    /// Who sent it.
+    pub from: SocketAddr,
+    /// What it said, or why it could not be read.
+    pub datagram: Result<Datagram, DecodeError>,
+}
+
+/// Faults injected into outgoing datagrams, for tests of lossy networks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// Probability that a datagram is dropped.
+    pub loss: f64,
+    /// Probability that a datagram is sent twice.
+    pub duplicate: f64,
+    /// Upper bound of a random delay added to each datagram (reorders them).
+    pub max_delay: Duration,
+    /// Seed of the fault generator.
+    pub seed: u64,
+}
+
+impl Faults {
+    /// Parses `loss=0.2,dup=0.1,delay_ms=30,seed=7`; `None` when empty or malformed.
+    pub fn parse(spec: &str) -> Option<Faults> {
+        let mut f = Faults::default();
+        for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = part.split_once('=')?;
+            match k.trim() {
+                "loss" => f.loss = v.trim().parse().ok()?,
+                "dup" => f.duplicate = v.trim().parse().ok()?,
+                "delay_ms" => f.max_delay = Duration::from_millis(v.trim().parse().ok()?),
+                "seed" => f.seed = v.trim().parse().ok()?,
+                _ => return None,
+            }
+        }
+        (f != Faults::default()).then_some(f)
+    }
+
+    /// Reads `FBA_NET_FAULTS`.
+    pub fn from_env() -> Option<Faults> {
+        std::env::var("FBA_NET_FAULTS").ok().and_then(|s| Faults::parse(&s))
+    }
+}
+
+/// The sending half of a node's socket, with optional fault injection.
+#[derive(Clone)]
+pub struct Outbox {
+    socket: Arc<UdpSocket>,
+    faults: Option<(Faults, Arc<Mutex<Rng>>)>,
+}
+
+impl Outbox {
+    /// Sends `bytes` to `to`, through the fault injector if one is configured. Errors are
+    /// returned for the caller to log; UDP gives no delivery guarantee anyway.
+    pub fn send(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
+        let Some((faults, rng)) = &self.faults else {
+            return self.socket.send_to(bytes, to).map(drop);
+        };
+        let (drop_it, copies, delay) = {
+            let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
+            let copies = if rng.chance(faults.duplicate) { 2 } else { 1 };
+            let delay = faults.max_delay.mul_f64(rng.unit());
+            (rng.chance(faults.loss), copies, delay)
+        };
+        if drop_it {
+            return Ok(());
+        }
+        if delay.is_zero() {
+            for _ in 0..copies {
+                self.socket.send_to(bytes, to)?;
+            }
+            return Ok(());
+        }
+        let socket = Arc::clone(&self.socket);
+        let bytes = bytes.to_vec();
+        thread::spawn(move || {
+            thread::sleep(delay);
+            for _ in 0..copies {
+                let _ = socket.send_to(&bytes, to);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// A bound UDP socket with its reader thread.
+pub struct Endpoint {
+    /// The sending half.
+    pub outbox: Outbox,
+    local: SocketAddr,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Endpoint {
+    /// Binds `addr` and starts the reader thread, which sends every datagram to `inbox`.
+    pub fn bind(addr: SocketAddr, inbox: Sender<Incoming>, faults: Option<Faults>) -> io::Result<Endpoint> {
+        let socket = Arc::new(UdpSocket::bind(addr)?);
+        let local = socket.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (socket, stop) = (Arc::clone(&socket), Arc::clone(&stop));
+            thread::Builder::new()
+                .name("udp-reader".into())
+                .spawn(move || read_loop(&socket, &inbox, &stop))?
+        };
+        let faults = faults.map(|f| {
+            let rng = Arc::new(Mutex::new(Rng::new(f.seed)));
+            (f, rng)
+        });
+        Ok(Endpoint { outbox: Outbox { socket, faults }, local, stop, reader: Some(reader) })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Stops the reader thread (it is blocked in `recv_from`: wake it with an empty
+    /// datagram to ourselves) and waits for it.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut wake = self.local;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let _ = self.outbox.socket.send_to(&[], wake);
+        if let Some(handle) = self.reader.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn read_loop(socket: &UdpSocket, inbox: &Sender<Incoming>, stop: &AtomicBool) {
+    // One byte more than the limit, so that an oversized datagram is recognised.
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    while !stop.load(Ordering::SeqCst) {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            // ICMP "port unreachable" from an earlier send surfaces here on some systems.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let datagram = if n > MAX_DATAGRAM { Err(DecodeError::Oversized(n)) } else { decode(&buf[..n]) };
+        if inbox.send(Incoming { from, datagram }).is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_json_and_garbage_are_told_apart() {
+        assert_eq!(decode(b"foo:$10"), Ok(Datagram::Text("foo:$10".into())));
+        assert_eq!(decode(b"  \n"), Err(DecodeError::Empty));
+        assert_eq!(decode(&[0xff, 0xfe]), Err(DecodeError::NotUtf8));
+        assert!(matches!(decode(b"{\"type\":\"scp\""), Err(DecodeError::BadJson(_))));
+        assert!(matches!(decode(b"{\"type\":\"nope\"}"), Err(DecodeError::BadJson(_))));
+        assert_eq!(decode(&vec![b'a'; MAX_DATAGRAM + 1]), Err(DecodeError::Oversized(MAX_DATAGRAM + 1)));
+    }
+
+    #[test]
+    fn fault_spec_parses_and_rejects_garbage() {
+        let f = Faults::parse("loss=0.2,dup=0.1,delay_ms=30,seed=7").expect("valid");
+        assert_eq!((f.loss, f.duplicate, f.max_delay, f.seed), (0.2, 0.1, Duration::from_millis(30), 7));
+        assert_eq!(Faults::parse(""), None);
+        assert_eq!(Faults::parse("loss=x"), None);
+        assert_eq!(Faults::parse("bogus=1"), None);
+    }
+}

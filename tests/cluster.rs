@@ -1,0 +1,131 @@
+//! The assignment, run on real processes over real UDP.
+
+mod support;
+
+use predicates::prelude::*;
+use support::{wait_for, Cluster};
+
+const ASSIGNMENT_DB: &str = r#"{"foo": "$30", "bar": "$10"}"#;
+
+/// Runs the default client against node 0 and checks its six replies.
+fn run_assignment_client(cluster: &Cluster) {
+    let port = cluster.ports[0];
+    let assert = cluster.client(0).assert().success();
+    let out = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    let expected = ["foo:$10 -> OK foo=$10", "bar:$30 -> OK bar=$30", "foo:$20 -> OK foo=$20"];
+    let expected =
+        expected.iter().chain(&["bar:$20 -> OK bar=$20", "foo:$30 -> OK foo=$30", "bar:$10 -> OK bar=$10"]);
+    assert_eq!(lines.len(), 6, "six replies: {out}");
+    for (line, want) in lines.iter().zip(expected) {
+        assert_eq!(*line, format!("[{port}] {want}"));
+    }
+}
+
+#[test]
+fn four_nodes_replicate_the_assignment() {
+    let cluster = Cluster::start(4, 3, &[]);
+    run_assignment_client(&cluster);
+    cluster.wait_dbs(&[0, 1, 2, 3], ASSIGNMENT_DB);
+    for i in 0..4 {
+        let log = cluster.log(i);
+        assert!(
+            log.contains("recv PREPARE from") && log.contains("send CONFIRM slot="),
+            "protocol lines: {log}"
+        );
+        assert!(log.contains("EXTERNALIZE slot=6"), "six slots: {log}");
+        // Entries printed after every change: the last shows both wallets.
+        assert!(log.contains("db 2 entries: {foo: $30, bar: $10}"), "{log}");
+    }
+    // Running the assignment again changes nothing.
+    run_assignment_client(&cluster);
+    cluster.wait_dbs(&[0, 1, 2, 3], ASSIGNMENT_DB);
+}
+
+#[test]
+fn three_nodes_finish_and_agree_with_the_fourth_never_started() {
+    let cluster = Cluster::start(4, 3, &[3]);
+    run_assignment_client(&cluster);
+    cluster.wait_dbs(&[0, 1, 2], ASSIGNMENT_DB);
+    assert_eq!(cluster.db(3), "", "the node that never ran has no file");
+}
+
+#[test]
+fn withdrawals_below_zero_are_refused_by_every_node_alike() {
+    let cluster = Cluster::start(4, 3, &[]);
+    cluster
+        .client(1)
+        .args(["set", "alice", "10"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("OK alice=$10"));
+    cluster
+        .client(2)
+        .args(["withdraw", "alice", "$10.01"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains("insufficient funds"));
+    cluster
+        .client(3)
+        .args(["deposit", "alice", "0.5"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("OK alice=$10.50"));
+    cluster
+        .client(0)
+        .args(["withdraw", "alice", "10.50"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("OK alice=$0"));
+    cluster
+        .client(0)
+        .args(["get", "alice"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("OK alice=$0"));
+    cluster
+        .client(0)
+        .args(["get", "bob"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains("no such wallet"));
+    cluster.wait_dbs(&[0, 1, 2, 3], r#"{"alice": "$0"}"#);
+    for i in 0..4 {
+        wait_for("every node to log the refusal", || {
+            cluster.log(i).contains("withdraw alice $10.01 -> ERROR insufficient funds")
+        });
+    }
+}
+
+#[test]
+fn concurrent_clients_on_different_nodes_end_identical() {
+    let cluster = Cluster::start(4, 3, &[]);
+    let script = |name: &str| {
+        let path = cluster.dir.path().join(format!("{name}.txt"));
+        let lines: Vec<String> = (0..15).map(|i| format!("deposit {name} {i}\ndeposit shared 1")).collect();
+        std::fs::write(&path, lines.join("\n")).expect("script");
+        path
+    };
+    let (a, b) = (script("a"), script("b"));
+    let spawn = |node: usize, file: &std::path::Path| {
+        std::process::Command::new(support::client_bin())
+            .arg(cluster.ports[node].to_string())
+            .arg("--file")
+            .arg(file)
+            .output()
+            .expect("client runs")
+    };
+    let (out_a, out_b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| spawn(0, &a));
+        let tb = s.spawn(|| spawn(2, &b));
+        (ta.join().expect("client a"), tb.join().expect("client b"))
+    });
+    assert!(out_a.status.success() && out_b.status.success(), "{out_a:?} {out_b:?}");
+    let want = r#"$105"#; // 0 + 1 + ... + 14
+    wait_for("all files identical", || {
+        let dbs: Vec<String> = (0..4).map(|i| cluster.db(i)).collect();
+        dbs.iter().all(|d| d == &dbs[0]) && dbs[0].contains(&format!("\"a\": \"{want}\""))
+    });
+    let db = cluster.db(0);
+    assert!(db.contains(r#""b": "$105""#) && db.contains(r#""shared": "$30""#), "{db}");
+}

@@ -34,7 +34,8 @@ fn four_nodes_replicate_the_assignment() {
             "protocol lines: {log}"
         );
         assert!(log.contains("EXTERNALIZE slot=6"), "six slots: {log}");
-        // Entries printed after every change: the last shows both wallets.
+        // Entries printed at start and after each of the six changes; the last shows both.
+        assert_eq!(log.matches("] db ").count(), 7, "{log}");
         assert!(log.contains("db 2 entries: {foo: $30, bar: $10}"), "{log}");
     }
     // Running the assignment again changes nothing.
@@ -128,4 +129,36 @@ fn concurrent_clients_on_different_nodes_end_identical() {
     });
     let db = cluster.db(0);
     assert!(db.contains(r#""b": "$105""#) && db.contains(r#""shared": "$30""#), "{db}");
+}
+
+#[test]
+fn a_retransmitted_request_is_applied_once_whichever_node_gets_it() {
+    let cluster = Cluster::start(4, 3, &[]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(support::DEADLINE)).expect("timeout");
+    let request = br#"{"type":"request","request":{"client":77,"seq":1,"op":{"type":"deposit","key":"x","amount":"$5"}}}"#;
+    let mut replies = vec![];
+    for node in [0, 1, 0] {
+        socket.send_to(request, ("127.0.0.1", cluster.ports[node])).expect("send");
+        let mut buf = [0u8; 2048];
+        let (n, _) = socket.recv_from(&mut buf).expect("a reply");
+        let reply: serde_json::Value = serde_json::from_slice(&buf[..n]).expect("json reply");
+        replies.push(reply["reply"].clone());
+    }
+    assert_eq!(replies[0]["outcome"]["balance"], "$5");
+    assert!(replies.iter().all(|r| *r == replies[0]), "identical cached replies: {replies:?}");
+    cluster.wait_dbs(&[0, 1, 2, 3], r#"{"x": "$5"}"#);
+}
+
+#[test]
+fn ctrl_c_stops_a_node_cleanly_with_its_database_complete() {
+    let mut cluster = Cluster::start(4, 3, &[]);
+    cluster.client(0).args(["set", "foo", "1"]).assert().success();
+    cluster.wait_dbs(&[0, 1, 2, 3], r#"{"foo": "$1"}"#);
+    let pid = cluster.pid(2).expect("running").to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill runs");
+    let status = cluster.wait_exit(2);
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(cluster.log(2).contains("shutting down; database complete"), "{}", cluster.log(2));
+    assert_eq!(cluster.db(2), r#"{"foo": "$1"}"#);
 }

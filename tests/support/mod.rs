@@ -154,6 +154,22 @@ impl Cluster {
         cmd
     }
 
+    /// The process id of node `i`, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(Child::id)
+    }
+
+    /// Waits for node `i` to exit on its own and returns its status.
+    pub fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_for("the node to exit", || {
+            status = self.children[i].as_mut().and_then(|c| c.try_wait().ok().flatten());
+            status.is_some()
+        });
+        self.children[i] = None;
+        status.expect("exited")
+    }
+
     pub fn is_running(&mut self, i: usize) -> bool {
         self.children[i].as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }

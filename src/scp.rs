@@ -212,6 +212,12 @@ pub enum Input {
     Propose(Value),
     /// A timer armed by [`Output::SetTimer`] fired.
     Timer(TimerId),
+    /// Every slot below `next` was decided elsewhere and applied by the shell (it caught
+    /// up from its peers' ledgers): forget them and continue at `next`.
+    CaughtUp {
+        /// The first slot still to decide.
+        next: SlotIndex,
+    },
 }
 
 /// What the node asks the shell to do, in order.
@@ -373,10 +379,49 @@ impl<A: Application> Node<A> {
             Input::Statement(st) => self.receive(now, st, &mut out)?,
             Input::Propose(value) => self.propose(now, value, &mut out)?,
             Input::Timer(timer) => self.fire(now, timer, &mut out),
+            Input::CaughtUp { next } => self.skip_to(next, &mut out),
         }
         self.report_externalized(now, &mut out);
         self.arm_rebroadcast(now, &mut out);
         Ok(out)
+    }
+
+    /// Crash recovery: adopt `own`, our last ballot statement for an undecided slot as
+    /// persisted before it was sent (see [`Output`]), so that the restarted node never
+    /// contradicts it. Call after [`Node::new`] and before any input. A restored
+    /// EXTERNALIZE for the current slot is reported by the next [`Node::handle`].
+    pub fn restore(&mut self, now: Duration, own: Statement) -> Result<Vec<Output>, Rejection> {
+        own.check_sanity(true)?;
+        if own.node != self.config.node || !own.pledges.is_ballot() {
+            return Err(Rejection::FromSelf);
+        }
+        if own.slot < self.next {
+            return Err(Rejection::TooOld);
+        }
+        let mut out = Vec::new();
+        let slot = self.slots.entry(own.slot).or_insert_with(|| Slot::new(own.slot, self.config.node));
+        let mut ctx = Self::ctx(&self.config, &self.app, own.slot, now, &mut out, &mut self.timers);
+        slot.restore(&mut ctx, own);
+        self.report_externalized(now, &mut out);
+        self.arm_rebroadcast(now, &mut out);
+        Ok(out)
+    }
+
+    /// Forgets every slot below `next` (decided elsewhere) and moves on to `next`.
+    fn skip_to(&mut self, next: SlotIndex, out: &mut Vec<Output>) {
+        if next <= self.next {
+            return;
+        }
+        let kept = self.slots.split_off(&next);
+        for slot in std::mem::replace(&mut self.slots, kept).into_keys() {
+            for timer in [TimerId::Nomination(slot), TimerId::Ballot(slot)] {
+                if self.timers.remove(&timer).is_some() {
+                    out.push(Output::CancelTimer(timer));
+                }
+            }
+        }
+        self.next = next;
+        self.proposal = None;
     }
 
     fn ctx<'a>(

@@ -109,6 +109,40 @@ impl BallotProtocol {
         Ok(())
     }
 
+    /// Crash recovery (stellar-core `setStateFromEnvelope`): adopt our own statement, as
+    /// persisted before it was sent, as the current state, so that nothing we say after
+    /// a restart contradicts it. PREPARE restores b, p, p', and c, h as ⟨c.n, b.x⟩,
+    /// ⟨h.n, b.x⟩; CONFIRM restores φ = CONFIRM with p = ⟨p.n, b.x⟩; EXTERNALIZE restores
+    /// the decision itself.
+    pub fn restore(&mut self, ctx: &Ctx, own: Statement) {
+        let at = |n: u32, v: &Value| (n != 0).then(|| Ballot::new(n, v.clone()));
+        match &own.pledges {
+            Pledges::Prepare { ballot, prepared, prepared_prime, n_c, n_h } => {
+                self.phase = Phase::Prepare;
+                self.b = (ballot.counter != 0).then(|| ballot.clone());
+                (self.p, self.p_prime) = (prepared.clone(), prepared_prime.clone());
+                (self.c, self.h) = (at(*n_c, &ballot.value), at(*n_h, &ballot.value));
+            }
+            Pledges::Confirm { ballot, n_prepared, n_commit, n_h } => {
+                self.phase = Phase::Confirm;
+                self.b = Some(ballot.clone());
+                self.p = at(*n_prepared, &ballot.value);
+                self.p_prime = None;
+                (self.c, self.h) = (at(*n_commit, &ballot.value), at(*n_h, &ballot.value));
+            }
+            Pledges::Externalize { commit, n_h } => {
+                self.phase = Phase::Externalize;
+                self.b = Some(Ballot::new(INFINITE_COUNTER, commit.value.clone()));
+                self.p = self.b.clone();
+                self.p_prime = None;
+                (self.c, self.h) = (Some(commit.clone()), at(*n_h, &commit.value));
+            }
+            Pledges::Nominate { .. } => return,
+        }
+        self.z = self.h.as_ref().map(|h| h.value.clone());
+        self.record_own(ctx);
+    }
+
     /// Nomination produced a (new) composite value: remember it for future ballots and
     /// start ballot ⟨1, composite⟩ if there is no ballot yet (stellar `bumpState(force=false)`).
     pub fn set_composite(&mut self, ctx: &mut Ctx, value: Value) {

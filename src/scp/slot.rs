@@ -89,6 +89,15 @@ impl Slot {
         self.settle(ctx);
     }
 
+    /// Restores our own persisted ballot statement after a restart; it counts as sent.
+    pub fn restore(&mut self, ctx: &mut Ctx, own: Statement) {
+        self.ballot.restore(ctx, own);
+        self.sent_ballot = self.ballot.own(self.me).map(|st| st.pledges.clone());
+        if self.ballot.confirmed_prepared() {
+            self.nomination.stop(ctx);
+        }
+    }
+
     /// The ballot timer fired.
     pub fn ballot_timer_expired(&mut self, ctx: &mut Ctx) {
         self.ballot.timer_expired(ctx);

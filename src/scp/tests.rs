@@ -376,3 +376,52 @@ fn newer_statement_order_follows_the_draft() {
     assert!(n2.is_newer_than(&n1) && !n1.is_newer_than(&n2));
     assert!(!n3.is_newer_than(&n2), "dropping a vote is not newer");
 }
+
+// ----- Crash recovery -------------------------------------------------------------------------
+
+#[test]
+fn a_restored_prepare_is_where_the_node_carries_on() {
+    let mut n = node();
+    let own = prepare(ME, ballot(2, &x()), Some(ballot(2, &x())), 1, 2);
+    assert_eq!(
+        n.restore(T0, own.clone()).expect("restores"),
+        vec![Output::SetTimer { timer: TimerId::Rebroadcast, at: T0 + Timeouts::default().rebroadcast }]
+    );
+    assert_eq!(n.own_statements(1), vec![own]);
+    // A later composite for another value does not move the node off ⟨2, x⟩, and a
+    // v-blocking set ahead bumps it to counter 3 with the value it confirmed prepared.
+    feed(&mut n, prepare(PEERS[0], ballot(3, &y()), None, 0, 0));
+    feed(&mut n, prepare(PEERS[1], ballot(3, &y()), None, 0, 0));
+    let ours = n.own_statements(1).pop().expect("statement");
+    assert_eq!(ours.pledges, prepare(ME, ballot(3, &x()), Some(ballot(2, &x())), 1, 2).pledges);
+}
+
+#[test]
+fn a_restored_confirm_goes_on_to_externalize_its_value() {
+    let mut n = node();
+    n.restore(T0, confirm(ME, ballot(1, &x()), 1, 1, 1)).expect("restores");
+    let mut out = vec![];
+    for peer in &PEERS[..3] {
+        out = feed(&mut n, confirm(*peer, ballot(1, &x()), 1, 1, 1));
+    }
+    assert!(out.contains(&Output::Externalized { slot: 1, value: x() }), "{out:?}");
+}
+
+#[test]
+fn a_restored_externalize_is_reported_and_bad_restores_are_refused() {
+    let mut n = node();
+    let out = n.restore(T0, externalize(ME, 1, ballot(1, &x()), 1)).expect("restores");
+    assert!(out.contains(&Output::Externalized { slot: 1, value: x() }), "{out:?}");
+    assert_eq!(n.current_slot(), 2);
+    assert_eq!(n.restore(T0, externalize(ME, 1, ballot(1, &x()), 1)), Err(Rejection::TooOld));
+    assert_eq!(n.restore(T0, prepare(PEERS[0], ballot(1, &x()), None, 0, 0)), Err(Rejection::FromSelf));
+}
+
+#[test]
+fn catching_up_skips_the_slots_decided_elsewhere() {
+    let mut n = node_on_ballot_x();
+    let out = n.handle(T0, Input::CaughtUp { next: 40 }).expect("caught up");
+    assert_eq!(out, vec![Output::CancelTimer(TimerId::Rebroadcast)], "nothing left open to resend");
+    assert_eq!(n.current_slot(), 40);
+    assert_eq!(rejection(&mut n, prepare(PEERS[0], ballot(1, &x()), None, 0, 0)), Rejection::TooOld);
+}

@@ -1,0 +1,249 @@
+//! The SCP journal: the node's own ballot statements, made durable before they are sent.
+//!
+//! SCP is only safe if a node never contradicts what it said: after a crash it must not
+//! vote or accept anything its earlier statements rule out. So before the protocol thread
+//! sends a PREPARE, CONFIRM or EXTERNALIZE it appends the statement to this journal and
+//! syncs it (one `fdatasync` for all the statements one input produced). On restart the
+//! latest statement of each undecided slot is handed to [`crate::scp::Node::restore`].
+//!
+//! File `assignment3_<port>.scp`: one JSON statement per line. A torn last line (a crash
+//! in mid-write) is ignored, and nothing after it can exist; a bad line elsewhere means the
+//! file was damaged, and the node refuses to start rather than forget what it said. The
+//! journal is rewritten (atomically) with only the statements still needed once it grows.
+
+use crate::scp::{SlotIndex, Statement};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Rewrite the journal once it exceeds this many bytes.
+const COMPACT_AT: u64 = 1 << 20;
+
+/// Why the journal could not be read or written.
+#[derive(Debug)]
+pub enum JournalError {
+    /// An I/O operation failed.
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A line other than the last is not a statement of this node.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+    },
+}
+
+impl fmt::Display for JournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JournalError::Io { operation, path, source } => {
+                write!(f, "cannot {operation} SCP journal {}: {source}", path.display())
+            }
+            JournalError::Corrupt { path, line } => write!(
+                f,
+                "SCP journal {} is damaged at line {line}; the node cannot know what it said before",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {}
+
+/// The append-only journal of our own ballot statements.
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+}
+
+impl Journal {
+    /// The journal's file name for a node on `port`.
+    pub fn file_name(port: u16) -> String {
+        format!("assignment3_{port}.scp")
+    }
+
+    /// Opens (or creates) the journal and returns the latest statement of each slot.
+    pub fn open(dir: &Path, port: u16) -> Result<(Journal, BTreeMap<SlotIndex, Statement>), JournalError> {
+        let path = dir.join(Self::file_name(port));
+        let io_err = |operation, source| JournalError::Io { operation, path: path.clone(), source };
+        let text = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("read", e)),
+        };
+        let (latest, torn) = parse(&path, &text)?;
+        fs::create_dir_all(dir).map_err(|e| io_err("create the directory of", e))?;
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err("open", e))?;
+        let mut journal = Journal { path, file, bytes: text.len() as u64 };
+        // Drop a torn tail now, so that the next append starts on a fresh line.
+        if torn {
+            journal.rewrite(latest.values())?;
+        }
+        Ok((journal, latest))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `statements` and syncs them to disk.
+    pub fn record<'a>(
+        &mut self,
+        statements: impl IntoIterator<Item = &'a Statement>,
+    ) -> Result<(), JournalError> {
+        let mut buf = Vec::new();
+        for st in statements {
+            serde_json::to_writer(&mut buf, st).expect("statements serialize");
+            buf.push(b'\n');
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let io_err = |operation, source| JournalError::Io { operation, path: self.path.clone(), source };
+        self.file.write_all(&buf).map_err(|e| io_err("append to", e))?;
+        self.file.sync_data().map_err(|e| io_err("sync", e))?;
+        self.bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Once the journal is large, rewrites it with only `keep` (the statements of slots
+    /// still undecided).
+    pub fn compact_if_large<'a>(
+        &mut self,
+        keep: impl IntoIterator<Item = &'a Statement>,
+    ) -> Result<(), JournalError> {
+        if self.bytes < COMPACT_AT {
+            return Ok(());
+        }
+        self.rewrite(keep)
+    }
+
+    /// Atomically replaces the journal with `keep`: temp file, fsync, rename, fsync dir.
+    fn rewrite<'a>(&mut self, keep: impl IntoIterator<Item = &'a Statement>) -> Result<(), JournalError> {
+        let io_err = |operation, source| JournalError::Io { operation, path: self.path.clone(), source };
+        let mut buf = Vec::new();
+        for st in keep {
+            serde_json::to_writer(&mut buf, st).expect("statements serialize");
+            buf.push(b'\n');
+        }
+        let tmp = self.path.with_extension("scp.tmp");
+        let mut f = File::create(&tmp).map_err(|e| io_err("create a temporary file for", e))?;
+        f.write_all(&buf).and_then(|()| f.sync_all()).map_err(|e| io_err("write", e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| io_err("replace", e))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("sync the directory of", e))?;
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path).map_err(|e| io_err("reopen", e))?;
+        self.bytes = buf.len() as u64;
+        Ok(())
+    }
+}
+
+/// The latest statement per slot, and whether a torn tail was skipped; a bad line is
+/// tolerated only at the very end.
+fn parse(path: &Path, text: &[u8]) -> Result<(BTreeMap<SlotIndex, Statement>, bool), JournalError> {
+    let mut latest: BTreeMap<SlotIndex, Statement> = BTreeMap::new();
+    let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+    let complete = lines.len().saturating_sub(1); // the part after the last '\n' is unfinished
+    for (i, line) in lines.iter().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Statement>(line) {
+            Ok(st) if i < complete => {
+                latest.insert(st.slot, st);
+            }
+            _ if i + 1 >= complete => return Ok((latest, true)), // torn: the last line or the unfinished tail
+            _ => return Err(JournalError::Corrupt { path: path.to_path_buf(), line: i + 1 }),
+        }
+    }
+    Ok((latest, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quorum::{NodeId, QuorumSet};
+    use crate::scp::{Ballot, Pledges, Value};
+
+    fn st(slot: SlotIndex, counter: u32) -> Statement {
+        Statement {
+            node: NodeId(1),
+            slot,
+            quorum_set: QuorumSet::new(1, [NodeId(1)]),
+            pledges: Pledges::Prepare {
+                ballot: Ballot::new(counter, Value::new(*b"v")),
+                prepared: None,
+                prepared_prime: None,
+                n_c: 0,
+                n_h: 0,
+            },
+        }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fba-journal-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn latest_statement_per_slot_survives_reopening() {
+        let dir = temp_dir("reopen");
+        let (mut j, latest) = Journal::open(&dir, 7).expect("open");
+        assert!(latest.is_empty());
+        j.record(&[st(1, 1), st(2, 1)]).expect("record");
+        j.record(&[st(1, 2)]).expect("record");
+        drop(j);
+        let (_, latest) = Journal::open(&dir, 7).expect("reopen");
+        assert_eq!(latest.into_values().collect::<Vec<_>>(), vec![st(1, 2), st(2, 1)]);
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_damage_elsewhere_refused() {
+        let dir = temp_dir("torn");
+        let (mut j, _) = Journal::open(&dir, 7).expect("open");
+        j.record(&[st(1, 1), st(1, 2)]).expect("record");
+        let path = j.path().to_path_buf();
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(b"garbage\n{\"node\":1,\"slot\":1,\"quor").expect("write");
+        drop(f);
+        let (mut j, latest) = Journal::open(&dir, 7).expect("a torn tail is tolerated");
+        assert_eq!(latest[&1], st(1, 2));
+        j.record(&[st(1, 3)]).expect("appends cleanly after the repair");
+        drop(j);
+        assert_eq!(Journal::open(&dir, 7).expect("reopen").1[&1], st(1, 3));
+        let text = fs::read_to_string(&path).expect("read");
+        fs::write(&path, format!("garbage\n{text}")).expect("write");
+        assert!(matches!(Journal::open(&dir, 7), Err(JournalError::Corrupt { line: 1, .. })));
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn compaction_keeps_only_what_is_asked() {
+        let dir = temp_dir("compact");
+        let (mut j, _) = Journal::open(&dir, 7).expect("open");
+        j.bytes = COMPACT_AT;
+        j.record(&[st(1, 1), st(2, 1)]).expect("record");
+        j.compact_if_large(&[st(2, 1)]).expect("compact");
+        drop(j);
+        assert_eq!(
+            Journal::open(&dir, 7).expect("reopen").1.into_values().collect::<Vec<_>>(),
+            vec![st(2, 1)]
+        );
+        fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -16,6 +16,8 @@
 pub mod client;
 pub mod config;
 pub mod hash;
+pub mod journal;
+pub mod ledger;
 pub mod net;
 pub mod quorum;
 pub mod rng;

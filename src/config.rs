@@ -59,6 +59,10 @@ pub struct ServerArgs {
     /// Also print rejected statements and other diagnostics.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
+    /// Check this node's ledger (hash chain, order, batches) and database against each
+    /// other, print the result and exit (0 when they agree).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// How much the node prints.

@@ -53,6 +53,18 @@ pub enum Message {
         /// The outcome.
         reply: Reply,
     },
+    /// Peer to peer: "send me your ledger from slot `from` on" (catch-up).
+    CatchUp {
+        /// The first slot wanted.
+        from: u64,
+    },
+    /// Peer to peer: ledger entries answering a [`Message::CatchUp`].
+    Ledger {
+        /// How many slots the sender's ledger holds.
+        last: u64,
+        /// Consecutive entries from the slot asked for (as many as fit a datagram).
+        entries: Vec<LedgerEntry>,
+    },
     /// Node to client: the datagram could not be understood.
     Error {
         /// The replying node.
@@ -60,6 +72,18 @@ pub enum Message {
         /// What was wrong.
         error: String,
     },
+}
+
+/// One ledger entry on the wire: the slot, its chain hash (hex) and its batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerEntry {
+    /// The slot.
+    pub slot: u64,
+    /// The chain hash of the entry, in hex (see [`crate::ledger::chain_hash`]).
+    pub hash: String,
+    /// The slot's batch.
+    pub batch: crate::wallet::Batch,
 }
 
 /// A decoded datagram.

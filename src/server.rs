@@ -13,11 +13,25 @@
 //! requests; candidate batches are combined by union. When a slot externalizes, every node
 //! applies its batch in order, writes the database file atomically, prints the entries, and
 //! the node holding the client's address replies.
+//!
+//! **Durability.** Before any of its ballot statements leaves the node, it is appended to
+//! the SCP journal and synced ([`crate::journal`]), so a restarted node never contradicts
+//! itself. An externalized batch is appended to the hash-chained ledger and synced
+//! ([`crate::ledger`]) before it is applied and before any client hears of it; the database
+//! file is the ledger's projection, rebuilt at start-up if needed ([`recovery`]). Slots a
+//! node missed while down are fetched from its peers' ledgers ([`catchup`]).
+
+mod catchup;
+mod recovery;
+
+pub use recovery::{verify, Verified};
 
 use crate::config::{ServerConfig, Verbosity};
+use crate::journal::{Journal, JournalError};
+use crate::ledger::{Ledger, LedgerError};
 use crate::net::{self, Datagram, DecodeError, Endpoint, Faults, Incoming, Message, Outbox};
 use crate::quorum::NodeId;
-use crate::scp::{self, Application, Input, Node, Output, SlotIndex, Statement, TimerId, Value};
+use crate::scp::{self, Application, Input, Node, Output, Rejection, SlotIndex, Statement, TimerId, Value};
 use crate::store::{Store, StoreError};
 use crate::timer::{self, TimerCommand};
 use crate::wallet::{self, Batch, Op, Outcome, Reply, Request, Wallet, WalletError};
@@ -25,10 +39,15 @@ use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most requests a node holds pending (beyond that, clients are told to retry).
 pub const MAX_POOL: usize = 10_000;
+/// Interval of the protocol thread's housekeeping (re-flooding, catch-up).
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// A pending request is flooded again after this long (its first flood may be lost).
+const REFLOOD_AFTER: Duration = Duration::from_secs(1);
 
 /// Why a node could not start or had to stop.
 #[derive(Debug)]
@@ -43,6 +62,24 @@ pub enum ServerError {
     Spawn(std::io::Error),
     /// The SCP configuration was refused.
     Scp(scp::ConfigError),
+    /// The ledger could not be read or written, or is damaged.
+    Ledger(LedgerError),
+    /// The SCP journal could not be read or written, or is damaged.
+    Journal(JournalError),
+    /// The database file has entries but there is no ledger to check them against.
+    DatabaseWithoutLedger {
+        /// The database file.
+        path: PathBuf,
+        /// How many wallets it holds.
+        entries: usize,
+    },
+    /// `--verify`: the database is not the projection of the ledger.
+    Mismatch {
+        /// The database file.
+        db: PathBuf,
+        /// The ledger.
+        ledger: PathBuf,
+    },
 }
 
 impl fmt::Display for ServerError {
@@ -53,6 +90,17 @@ impl fmt::Display for ServerError {
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServerError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
             ServerError::Scp(e) => write!(f, "consensus configuration: {e}"),
+            ServerError::Ledger(e) => write!(f, "{e}"),
+            ServerError::Journal(e) => write!(f, "{e}"),
+            ServerError::DatabaseWithoutLedger { path, entries } => write!(
+                f,
+                "database {} holds {entries} wallets but there is no ledger to check them against; \
+                 move it away to start a fresh node",
+                path.display()
+            ),
+            ServerError::Mismatch { db, ledger } => {
+                write!(f, "database {} does not match ledger {}", db.display(), ledger.display())
+            }
         }
     }
 }
@@ -90,17 +138,17 @@ enum Format {
 
 /// Runs a node until `shutdown` receives (or closes). Returns after a clean stop.
 pub fn run(config: ServerConfig, shutdown: Receiver<()>) -> Result<(), ServerError> {
-    let store = Store::new(&config.data_dir, config.port);
-    let wallet = Wallet::from_entries(store.load()?).map_err(ServerError::Wallet)?;
+    let recovered = recovery::recover(&config.data_dir, config.port)?;
     let (net_tx, net_rx) = crossbeam_channel::bounded(4096);
     let mut endpoint = Endpoint::bind(config.bind, net_tx, Faults::from_env())
         .map_err(|e| ServerError::Bind(config.bind, e))?;
     let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
     let (fired_tx, fired_rx) = crossbeam_channel::unbounded();
     let timer_thread = timer::spawn(timer_rx, fired_tx).map_err(ServerError::Spawn)?;
-    let mut server = Server::new(config, wallet, store, endpoint.outbox.clone(), timer_tx)?;
+    let own = recovered.own.clone();
+    let mut server = Server::new(config, recovered, endpoint.outbox.clone(), timer_tx)?;
     server.announce(endpoint.local_addr());
-    let result = server.serve(&net_rx, &fired_rx, &shutdown);
+    let result = server.restore(own).and_then(|()| server.serve(&net_rx, &fired_rx, &shutdown));
     endpoint.shutdown();
     drop(server); // closes the timer channel, which ends the timer thread
     let _ = timer_thread.join();
@@ -112,60 +160,97 @@ struct Server {
     node: Node<WalletApp>,
     wallet: Wallet,
     store: Store,
+    ledger: Ledger,
+    journal: Journal,
     outbox: Outbox,
     timers: Sender<TimerCommand>,
     epoch: Instant,
+    catchup: catchup::CatchUp,
+    /// Test hook `FBA_DISK_FULL_AFTER=n`: ledger appends fail (as on a full disk) after n.
+    disk_budget: Option<u64>,
+    /// Lines recovery wants the operator to see.
+    notes: Vec<String>,
     /// Peers by address, to authenticate statements.
     peer_ids: HashMap<SocketAddr, NodeId>,
-    /// Pending requests by (client, seq).
-    pool: BTreeMap<(u64, u64), Request>,
+    /// Pending requests by (client, seq), with when they were last flooded.
+    pool: BTreeMap<(u64, u64), (Request, Instant)>,
     /// Where to send the reply of a pending request we received from a client.
     waiting: HashMap<(u64, u64), (SocketAddr, Format)>,
     /// The slot we last proposed a batch for.
     proposed: Option<SlotIndex>,
+    /// Replies of applied slots, sent once the database file is written.
+    replies: Vec<(SocketAddr, Format, Reply)>,
     log: Log,
 }
 
 impl Server {
     fn new(
         config: ServerConfig,
-        wallet: Wallet,
-        store: Store,
+        recovered: recovery::Recovered,
         outbox: Outbox,
         timers: Sender<TimerCommand>,
     ) -> Result<Server, ServerError> {
         let mut scp_config = scp::Config::new(config.id, config.quorum_set.clone());
         scp_config.timeouts = config.timeouts.clone();
-        let node = Node::new(scp_config, WalletApp, 1).map_err(ServerError::Scp)?;
+        let first_slot = recovered.ledger.len() + 1;
+        let node = Node::new(scp_config, WalletApp, first_slot).map_err(ServerError::Scp)?;
         let peer_ids = config.peers.iter().map(|(id, addr)| (*addr, *id)).collect();
         let log = Log::new(config.id, config.verbosity);
         Ok(Server {
             config,
             node,
-            wallet,
-            store,
+            wallet: recovered.wallet,
+            store: recovered.store,
+            ledger: recovered.ledger,
+            journal: recovered.journal,
             outbox,
             timers,
             epoch: Instant::now(),
+            catchup: catchup::CatchUp::default(),
+            disk_budget: std::env::var("FBA_DISK_FULL_AFTER").ok().and_then(|v| v.parse().ok()),
+            notes: recovered.notes,
             peer_ids,
             pool: BTreeMap::new(),
             waiting: HashMap::new(),
             proposed: None,
+            replies: Vec::new(),
             log,
         })
     }
 
     fn announce(&self, local: SocketAddr) {
         let q = &self.config.quorum_set;
+        for note in &self.notes {
+            self.log.always(format_args!("recovery: {note}"));
+        }
         self.log.always(format_args!(
-            "listening on {local}; quorum set {} of {:?}{}; database {} ({} entries)",
+            "listening on {local}; quorum set {} of {:?}{}; database {} ({} entries); ledger at slot {}",
             q.threshold,
             q.validators,
             if q.inner_sets.is_empty() { "" } else { " + inner sets" },
             self.store.path().display(),
-            self.wallet.len()
+            self.wallet.len(),
+            self.ledger.len()
         ));
         self.print_entries();
+    }
+
+    /// Re-adopts our own statements from the journal, then asks peers what we missed.
+    fn restore(&mut self, own: Vec<Statement>) -> Result<(), ServerError> {
+        for st in own {
+            self.log.protocol(format_args!(
+                "restore {} slot={} {}",
+                st.pledges.kind(),
+                st.slot,
+                st.pledges.fields()
+            ));
+            match self.node.restore(self.now(), st) {
+                Ok(outputs) => self.execute(outputs)?,
+                Err(e) => self.log.always(format_args!("recovery: journal statement not restored: {e}")),
+            }
+        }
+        self.request_catchup_if_behind(true);
+        Ok(())
     }
 
     fn serve(
@@ -174,13 +259,15 @@ impl Server {
         fired: &Receiver<TimerId>,
         shutdown: &Receiver<()>,
     ) -> Result<(), ServerError> {
+        let housekeeping = crossbeam_channel::tick(HOUSEKEEPING);
         loop {
             select! {
+                recv(housekeeping) -> _ => self.housekeeping(),
                 recv(net) -> incoming => match incoming {
                     Ok(incoming) => self.on_datagram(incoming)?,
                     Err(_) => return Ok(()),
                 },
-                recv(fired) -> timer => if let Ok(timer) = timer { self.step(Input::Timer(timer))? },
+                recv(fired) -> timer => if let Ok(timer) = timer { self.step(Input::Timer(timer))?; },
                 recv(shutdown) -> _ => {
                     self.log.always(format_args!("shutting down; database complete at {}", self.store.path().display()));
                     return Ok(());
@@ -204,6 +291,16 @@ impl Server {
             Ok(Datagram::Json(message)) => match message {
                 Message::Scp { statement } => self.on_statement(from, statement)?,
                 Message::Flood { requests } => self.on_flood(from, requests),
+                Message::CatchUp { from: slot } => {
+                    if let Some(peer) = self.peer(from, "catch-up request") {
+                        self.serve_catchup(peer, slot);
+                    }
+                }
+                Message::Ledger { last, entries } => {
+                    if let Some(peer) = self.peer(from, "ledger entries") {
+                        self.on_ledger_offer(peer, last, entries)?;
+                    }
+                }
                 Message::Request { request } => self.on_request(from, request, Format::Json),
                 Message::Reply { .. } | Message::Error { .. } => {
                     self.log.dropped("unexpected", from, format_args!("unexpected reply message"));
@@ -233,7 +330,7 @@ impl Server {
                 from,
                 format_args!("statement claims node {} but came from peer {peer}", statement.node),
             ),
-            Some(_) => {
+            Some(&peer) => {
                 self.log.protocol(format_args!(
                     "recv {} from {} slot={} {}",
                     statement.pledges.kind(),
@@ -241,10 +338,27 @@ impl Server {
                     statement.slot,
                     statement.pledges.fields()
                 ));
-                self.step(Input::Statement(statement))?;
+                // A peer speaking about a slot beyond our next one is ahead of us.
+                self.catchup.saw(peer, statement.slot.saturating_sub(1));
+                if self.step(Input::Statement(statement))? == Some(Rejection::TooFarAhead) {
+                    self.request_catchup_if_behind(false);
+                }
             }
         }
         Ok(())
+    }
+
+    /// The id of the configured peer at `from`, or None (logged) for anyone else.
+    fn peer(&self, from: SocketAddr, what: &str) -> Option<NodeId> {
+        let peer = self.peer_ids.get(&from).copied();
+        if peer.is_none() {
+            self.log.dropped(
+                "non-peer",
+                from,
+                format_args!("{what} from {from}, which is not a configured peer"),
+            );
+        }
+        peer
     }
 
     fn on_flood(&mut self, from: SocketAddr, requests: Vec<Request>) {
@@ -312,8 +426,26 @@ impl Server {
         if applied || self.pool.contains_key(&id) || self.pool.len() >= MAX_POOL {
             return false;
         }
-        self.pool.insert(id, request);
+        self.pool.insert(id, (request, Instant::now()));
         true
+    }
+
+    /// Periodic work: re-flood requests that may have been lost, and catch up if behind.
+    fn housekeeping(&mut self) {
+        let stale: Vec<Request> = self
+            .pool
+            .values_mut()
+            .filter(|(_, flooded)| flooded.elapsed() >= REFLOOD_AFTER)
+            .take(wallet::MAX_BATCH_REQUESTS)
+            .map(|(request, flooded)| {
+                *flooded = Instant::now();
+                request.clone()
+            })
+            .collect();
+        for chunk in stale.chunks(64) {
+            self.broadcast(&net::encode(&Message::Flood { requests: chunk.to_vec() }));
+        }
+        self.request_catchup_if_behind(false);
     }
 
     /// Nominates the pending requests if this node has not yet proposed for the slot.
@@ -323,23 +455,30 @@ impl Server {
             return Ok(());
         }
         self.proposed = Some(slot);
-        let batch = Batch::new(self.pool.values().cloned().collect());
-        self.step(Input::Propose(Value::new(batch.encode())))
+        let batch = Batch::new(self.pool.values().map(|(r, _)| r.clone()).collect());
+        self.step(Input::Propose(Value::new(batch.encode()))).map(drop)
     }
 
     // ----- The core and its outputs -------------------------------------------------------
 
-    fn step(&mut self, input: Input) -> Result<(), ServerError> {
+    /// Feeds the core and carries out its outputs; returns the rejection, if any.
+    fn step(&mut self, input: Input) -> Result<Option<Rejection>, ServerError> {
         match self.node.handle(self.now(), input) {
-            Ok(outputs) => self.execute(outputs),
+            Ok(outputs) => self.execute(outputs).map(|()| None),
             Err(rejection) => {
                 self.log.verbose(format_args!("rejected: {rejection}"));
-                Ok(())
+                Ok(Some(rejection))
             }
         }
     }
 
+    /// Carries out the core's outputs, journaling our ballot statements before any is sent.
     fn execute(&mut self, outputs: Vec<Output>) -> Result<(), ServerError> {
+        let own = outputs.iter().filter_map(|o| match o {
+            Output::Broadcast(st) if st.pledges.is_ballot() => Some(st),
+            _ => None,
+        });
+        self.journal.record(own).map_err(ServerError::Journal)?;
         for output in outputs {
             match output {
                 Output::Broadcast(st) => {
@@ -374,14 +513,39 @@ impl Server {
         Ok(())
     }
 
-    /// Applies an externalized batch, persists, prints, and replies to waiting clients.
+    /// Rewrites the journal once it is large, keeping the statements of undecided slots.
+    fn compact_journal(&mut self) -> Result<(), ServerError> {
+        let next = self.node.current_slot();
+        let keep: Vec<Statement> = (next..=next + self.node.config().max_slots_ahead)
+            .flat_map(|slot| self.node.own_statements(slot))
+            .filter(|st| st.pledges.is_ballot())
+            .collect();
+        self.journal.compact_if_large(&keep).map_err(ServerError::Journal)
+    }
+
+    /// An externalized slot: log it durably, apply it, write the database, reply.
     fn apply(&mut self, slot: SlotIndex, value: &Value) -> Result<(), ServerError> {
         let batch = Batch::decode(value.as_bytes()).unwrap_or_else(|e| {
             // Only values our application validated can be externalized.
             panic!("externalized an invalid batch in slot {slot}: {e}")
         });
         self.log.protocol(format_args!("EXTERNALIZE slot={slot} value={value:?} ({} requests)", batch.len()));
-        let replies = self.wallet.apply_batch(&batch);
+        if self.apply_decided(slot, &batch)? {
+            self.save_db()?;
+        }
+        self.flush_replies();
+        self.compact_journal()
+    }
+
+    /// Appends a decided slot to the ledger (durably) and applies it to the wallet; the
+    /// replies for clients waiting here are queued until the database file is written
+    /// ([`Server::flush_replies`]). Returns whether the balances changed.
+    fn apply_decided(&mut self, slot: SlotIndex, batch: &Batch) -> Result<bool, ServerError> {
+        if slot <= self.ledger.len() {
+            return Ok(false); // already applied (learned by catch-up first)
+        }
+        self.append_ledger(slot, batch)?;
+        let replies = self.wallet.apply_batch(batch);
         let mut changed = false;
         for (request, reply) in batch.requests().iter().zip(&replies) {
             changed |= reply.outcome.is_ok() && !matches!(request.op, Op::Get { .. });
@@ -393,20 +557,39 @@ impl Server {
                 reply
             ));
         }
-        if changed {
-            self.store.save(self.wallet.entries())?;
-            self.print_entries();
-        }
-        for reply in &replies {
+        for reply in replies {
             if let Some((addr, format)) = self.waiting.remove(&(reply.client, reply.seq)) {
-                self.reply(addr, format, reply);
+                self.replies.push((addr, format, reply));
             }
-        }
-        for request in batch.requests() {
-            self.pool.remove(&(request.client, request.seq));
         }
         let wallet = &self.wallet;
         self.pool.retain(|(client, seq), _| wallet.last_seq(*client).is_none_or(|last| *seq > last));
+        Ok(changed)
+    }
+
+    fn append_ledger(&mut self, slot: SlotIndex, batch: &Batch) -> Result<(), ServerError> {
+        if let Some(budget) = self.disk_budget.as_mut() {
+            if *budget == 0 {
+                let source = std::io::Error::from_raw_os_error(28); // ENOSPC, injected by the test hook
+                let path = self.ledger.path().to_path_buf();
+                return Err(ServerError::Ledger(LedgerError::Io { operation: "append to", path, source }));
+            }
+            *budget -= 1;
+        }
+        self.ledger.append(slot, batch).map(drop).map_err(ServerError::Ledger)
+    }
+
+    /// Sends the replies of applied slots (once the ledger and database hold them).
+    fn flush_replies(&mut self) {
+        for (addr, format, reply) in std::mem::take(&mut self.replies) {
+            self.reply(addr, format, &reply);
+        }
+    }
+
+    /// Writes the database file (the ledger's projection) and prints its entries.
+    fn save_db(&mut self) -> Result<(), ServerError> {
+        self.store.save(self.wallet.entries())?;
+        self.print_entries();
         Ok(())
     }
 

@@ -705,7 +705,8 @@ fn parse_colon_form(line: &str, verb: &str) -> Result<Op, WalletError> {
 /// The requests decided in one SCP slot: sorted by `(client, seq)`, unique per
 /// `(client, seq)`, at most [`MAX_BATCH_REQUESTS`] requests and [`MAX_BATCH_BYTES`]
 /// encoded bytes. The fields are private so that these rules always hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawBatch")]
 pub struct Batch {
     requests: Vec<Request>,
 }
@@ -715,6 +716,20 @@ pub struct Batch {
 #[serde(deny_unknown_fields)]
 struct RawBatch {
     requests: Vec<Request>,
+}
+
+impl TryFrom<RawBatch> for Batch {
+    type Error = WalletError;
+
+    /// Accepts only a batch already in normal form (as [`Batch::new`] makes it), so that a
+    /// batch deserialized inside another message is exactly the one that was decided.
+    fn try_from(raw: RawBatch) -> Result<Batch, WalletError> {
+        let normal = Batch::new(raw.requests.clone());
+        if normal.requests != raw.requests {
+            return Err(WalletError::InvalidBatch { problem: BatchProblem::NotCanonical });
+        }
+        Ok(normal)
+    }
 }
 
 /// Bytes of `{"requests":[]}`.

@@ -5,7 +5,20 @@ use fba::config::ServerArgs;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let config = match ServerArgs::parse().into_config() {
+    let args = ServerArgs::parse();
+    if args.verify {
+        return match fba::server::verify(&args.data_dir, args.port) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fba_server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("fba_server: {e}");

@@ -6,8 +6,10 @@
 //! thread over a crossbeam channel; malformed input is passed along as a typed
 //! [`DecodeError`] so that the protocol thread can log it once and drop it.
 //!
-//! A test hook adds faults to outgoing datagrams: set `FBA_NET_FAULTS` to e.g.
-//! `loss=0.2,dup=0.1,delay_ms=30,seed=7` (off by default; see [`Faults`]).
+//! Two test hooks, both off by default: `FBA_NET_FAULTS` adds faults to outgoing datagrams,
+//! e.g. `loss=0.2,dup=0.1,delay_ms=30,seed=7` (see [`Faults`]); while the file named by
+//! `FBA_NET_PARTITION_FILE` exists, the node is cut off: it drops every datagram it would
+//! send or receive (see [`Partition`]).
 
 use crate::quorum::NodeId;
 use crate::rng::Rng;
@@ -188,17 +190,50 @@ impl Faults {
     }
 }
 
+/// The partition test hook: the node is cut off while a given file exists. The check is
+/// cached for a few milliseconds so that it costs nothing per datagram.
+#[derive(Debug)]
+pub struct Partition {
+    path: std::path::PathBuf,
+    cached: Mutex<Option<(std::time::Instant, bool)>>,
+}
+
+impl Partition {
+    /// Reads `FBA_NET_PARTITION_FILE`.
+    pub fn from_env() -> Option<Arc<Partition>> {
+        let path = std::env::var_os("FBA_NET_PARTITION_FILE")?;
+        Some(Arc::new(Partition { path: path.into(), cached: Mutex::new(None) }))
+    }
+
+    /// Is the node cut off right now?
+    pub fn is_cut(&self) -> bool {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        match *cached {
+            Some((at, cut)) if at.elapsed() < Duration::from_millis(20) => cut,
+            _ => {
+                let cut = self.path.exists();
+                *cached = Some((std::time::Instant::now(), cut));
+                cut
+            }
+        }
+    }
+}
+
 /// The sending half of a node's socket, with optional fault injection.
 #[derive(Clone)]
 pub struct Outbox {
     socket: Arc<UdpSocket>,
     faults: Option<(Faults, Arc<Mutex<Rng>>)>,
+    partition: Option<Arc<Partition>>,
 }
 
 impl Outbox {
     /// Sends `bytes` to `to`, through the fault injector if one is configured. Errors are
     /// returned for the caller to log; UDP gives no delivery guarantee anyway.
     pub fn send(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
+        if self.partition.as_ref().is_some_and(|p| p.is_cut()) {
+            return Ok(());
+        }
         let Some((faults, rng)) = &self.faults else {
             return self.socket.send_to(bytes, to).map(drop);
         };
@@ -244,17 +279,18 @@ impl Endpoint {
         let socket = Arc::new(UdpSocket::bind(addr)?);
         let local = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let partition = Partition::from_env();
         let reader = {
-            let (socket, stop) = (Arc::clone(&socket), Arc::clone(&stop));
+            let (socket, stop, cut) = (Arc::clone(&socket), Arc::clone(&stop), partition.clone());
             thread::Builder::new()
                 .name("udp-reader".into())
-                .spawn(move || read_loop(&socket, &inbox, &stop))?
+                .spawn(move || read_loop(&socket, &inbox, &stop, cut.as_deref()))?
         };
         let faults = faults.map(|f| {
             let rng = Arc::new(Mutex::new(Rng::new(f.seed)));
             (f, rng)
         });
-        Ok(Endpoint { outbox: Outbox { socket, faults }, local, stop, reader: Some(reader) })
+        Ok(Endpoint { outbox: Outbox { socket, faults, partition }, local, stop, reader: Some(reader) })
     }
 
     /// The bound address.
@@ -283,7 +319,7 @@ impl Drop for Endpoint {
     }
 }
 
-fn read_loop(socket: &UdpSocket, inbox: &Sender<Incoming>, stop: &AtomicBool) {
+fn read_loop(socket: &UdpSocket, inbox: &Sender<Incoming>, stop: &AtomicBool, partition: Option<&Partition>) {
     // One byte more than the limit, so that an oversized datagram is recognised.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     while !stop.load(Ordering::SeqCst) {
@@ -296,6 +332,9 @@ fn read_loop(socket: &UdpSocket, inbox: &Sender<Incoming>, stop: &AtomicBool) {
         };
         if stop.load(Ordering::SeqCst) {
             break;
+        }
+        if partition.is_some_and(Partition::is_cut) {
+            continue;
         }
         let datagram = if n > MAX_DATAGRAM { Err(DecodeError::Oversized(n)) } else { decode(&buf[..n]) };
         if inbox.send(Incoming { from, datagram }).is_err() {
@@ -316,6 +355,62 @@ mod tests {
         assert!(matches!(decode(b"{\"type\":\"scp\""), Err(DecodeError::BadJson(_))));
         assert!(matches!(decode(b"{\"type\":\"nope\"}"), Err(DecodeError::BadJson(_))));
         assert_eq!(decode(&vec![b'a'; MAX_DATAGRAM + 1]), Err(DecodeError::Oversized(MAX_DATAGRAM + 1)));
+    }
+
+    /// Decoder fuzz: random bytes and mutations of every kind of valid message (bit flips,
+    /// truncation, splices, nesting, huge numbers) never panic, and whatever decodes
+    /// re-encodes to something that decodes to the same message.
+    #[test]
+    fn decoder_survives_random_and_mutated_datagrams() {
+        let mut rng = Rng::new(0xf022);
+        let seeds: Vec<Vec<u8>> = [
+            r#"{"type":"request","request":{"client":7,"seq":3,"op":{"type":"deposit","key":"foo","amount":"$5"}}}"#,
+            r#"{"type":"scp","statement":{"node":3001,"slot":4,"quorum_set":{"threshold":3,"validators":[3000,3001,3002,3003]},"pledges":{"type":"PREPARE","ballot":{"counter":2,"value":"ab01"},"prepared":{"counter":1,"value":"ab01"},"prepared_prime":null,"n_c":1,"n_h":1}}}"#,
+            r#"{"type":"scp","statement":{"node":1,"slot":1,"quorum_set":{"threshold":1,"validators":[1],"inner_sets":[{"threshold":1,"validators":[2]}]},"pledges":{"type":"NOMINATE","voted":["00"],"accepted":[]}}}"#,
+            r#"{"type":"flood","requests":[{"client":1,"seq":1,"op":{"type":"get","key":"x"}}]}"#,
+            r#"{"type":"catch_up","from":12}"#,
+            r#"{"type":"ledger","last":3,"entries":[{"slot":1,"hash":"00","batch":{"requests":[]}}]}"#,
+            "foo:$10",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        let specials: [&[u8]; 6] =
+            [b"[[[[[[[[[[[[[[[[[[[[", b"99999999999999999999999", b"-1", b"null", br"\u0000", b"{\"a\":"];
+        for round in 0..100_000u32 {
+            let mut bytes = seeds[round as usize % seeds.len()].clone();
+            for _ in 0..1 + rng.below(4) {
+                mutate(&mut rng, &mut bytes, &specials);
+            }
+            if round % 50 == 0 {
+                bytes = (0..rng.below(200)).map(|_| rng.next_u64() as u8).collect();
+            }
+            if let Ok(Datagram::Json(message)) = decode(&bytes) {
+                assert_eq!(decode(&encode(&message)), Ok(Datagram::Json(message)));
+            }
+        }
+        let deep = "[".repeat(50_000);
+        assert!(matches!(
+            decode(format!("{{\"type\":\"flood\",\"requests\":{deep}").as_bytes()),
+            Err(DecodeError::BadJson(_))
+        ));
+    }
+
+    fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>, specials: &[&[u8]]) {
+        let at = if bytes.is_empty() { 0 } else { rng.below(bytes.len() as u64) as usize };
+        match rng.below(5) {
+            0 if !bytes.is_empty() => bytes[at] ^= 1 << rng.below(8),
+            1 => bytes.truncate(at),
+            2 => {
+                let special = specials[rng.below(specials.len() as u64) as usize];
+                bytes.splice(at..at, special.iter().copied());
+            }
+            3 if !bytes.is_empty() => bytes[at] = b"{}[]\":,0123456789-".as_slice()[rng.below(18) as usize],
+            _ => {
+                let len = rng.below(8) as usize;
+                bytes.drain(at..(at + len).min(bytes.len()));
+            }
+        }
     }
 
     #[test]

@@ -142,6 +142,54 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
     bytes.chunks_exact(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
 }
 
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 (RFC 4648 §4) with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                s.push(BASE64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// Parses standard padded base64; `None` on any malformation (wrong length, bad digit,
+/// misplaced padding, non-zero padding bits), so every value has exactly one encoding.
+pub fn unbase64(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let digit = |c: u8| BASE64.iter().position(|&d| d == c).map(|p| p as u32);
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (k, quad) in bytes.chunks_exact(4).enumerate() {
+        let last = k + 1 == bytes.len() / 4;
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &quad[..4 - pad] {
+            n = n << 6 | digit(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        if decoded[3 - pad..].iter().any(|&b| b != 0) {
+            return None; // non-canonical: padding bits set
+        }
+        out.extend_from_slice(&decoded[..3 - pad]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +216,27 @@ mod tests {
             let mut h = Sha256::new();
             h.update(&data[..split]).update(&data[split..]);
             assert_eq!(h.finish(), sha256(&data), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_and_is_canonical() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+            assert_eq!(unbase64(encoded), Some(plain.as_bytes().to_vec()));
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(unbase64(&base64(&all)), Some(all));
+        for bad in ["Zg", "Zg=a", "Z===", "Zh==", "Zm9v====", "Zm=v", "Zm9\n"] {
+            assert_eq!(unbase64(bad), None, "{bad:?}");
         }
     }
 

@@ -325,10 +325,20 @@ fn read_loop(socket: &UdpSocket, inbox: &Sender<Incoming>, stop: &AtomicBool, pa
     while !stop.load(Ordering::SeqCst) {
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
-            // ICMP "port unreachable" from an earlier send surfaces here on some systems.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+            // A datagram we sent to a closed port (a client that left, a peer that is down)
+            // comes back as ICMP "port unreachable" and surfaces here as ECONNREFUSED (or
+            // ECONNRESET on some systems). It says nothing about this socket: keep reading.
+            Err(e)
+                if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) =>
+            {
+                continue
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            // Anything else is unexpected; never stop listening over it, but don't spin.
+            Err(_) => {
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
         };
         if stop.load(Ordering::SeqCst) {
             break;
@@ -411,6 +421,24 @@ mod tests {
                 bytes.drain(at..(at + len).min(bytes.len()));
             }
         }
+    }
+
+    /// Sending to a closed port makes the next `recv_from` fail with ECONNREFUSED on Linux;
+    /// the reader must keep listening (it once stopped, leaving the node deaf).
+    #[test]
+    fn the_reader_survives_port_unreachable_errors() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut endpoint = Endpoint::bind("127.0.0.1:0".parse().expect("addr"), tx, None).expect("bind");
+        let closed = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        for _ in 0..3 {
+            endpoint.outbox.send(closed, b"anyone?").expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(50)); // let the ICMP errors arrive
+        let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        client.send_to(b"foo:$1", endpoint.local_addr()).expect("send");
+        let got = rx.recv_timeout(Duration::from_secs(5)).expect("still listening");
+        assert_eq!(got.datagram, Ok(Datagram::Text("foo:$1".into())));
+        endpoint.shutdown();
     }
 
     #[test]

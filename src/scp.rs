@@ -92,8 +92,8 @@ mod slot;
 mod statement;
 
 pub use statement::{
-    Ballot, Pledges, Rejection, SlotIndex, Statement, Value, INFINITE_COUNTER, MAX_NOMINATION_VALUES,
-    MAX_VALUE_BYTES,
+    Ballot, Pledges, Rejection, SlotIndex, Statement, Value, INFINITE_COUNTER, MAX_NOMINATION_BYTES,
+    MAX_NOMINATION_VALUES, MAX_VALUE_BYTES,
 };
 
 use crate::quorum::{NodeId, QuorumSet, QuorumSetError};

@@ -616,7 +616,7 @@ impl Server {
 
     fn send(&self, to: SocketAddr, bytes: &[u8]) {
         if let Err(e) = self.outbox.send(to, bytes) {
-            self.log.verbose(format_args!("send to {to} failed: {e}"));
+            self.log.always(format_args!("send of {} bytes to {to} failed: {e}", bytes.len()));
         }
     }
 }

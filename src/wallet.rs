@@ -80,11 +80,12 @@ const _: () = assert!(2 * MAX_AMOUNT_CENTS < 1 << 53);
 pub const MAX_KEY_CHARS: usize = 64;
 
 /// The most requests one [`Batch`] may hold.
-pub const MAX_BATCH_REQUESTS: usize = 256;
+pub const MAX_BATCH_REQUESTS: usize = 128;
 
-/// The most bytes the encoding of one [`Batch`] may have (24 KiB: half of what an SCP
-/// statement may carry, leaving room for the envelope).
-pub const MAX_BATCH_BYTES: usize = 24 * 1024;
+/// The most bytes the encoding of one [`Batch`] may have: the largest value an SCP
+/// statement may carry ([`crate::scp::MAX_VALUE_BYTES`]), so that every statement about a
+/// batch fits in a datagram.
+pub const MAX_BATCH_BYTES: usize = crate::scp::MAX_VALUE_BYTES;
 
 /// How many clients' last replies a [`Wallet`] remembers by default.
 pub const DEFAULT_CLIENT_LIMIT: usize = 1024;

@@ -34,7 +34,7 @@ fn garbage_is_refused_and_the_cluster_keeps_committing() {
     }
     // A well-formed statement from an address that is not a peer is dropped and logged.
     let forged = format!(
-        r#"{{"type":"scp","statement":{{"node":{},"slot":1,"quorum_set":{{"threshold":1,"validators":[{}]}},"pledges":{{"type":"EXTERNALIZE","commit":{{"counter":1,"value":"00"}},"n_h":1}}}}}}"#,
+        r#"{{"type":"scp","statement":{{"node":{},"slot":1,"quorum_set":{{"threshold":1,"validators":[{}]}},"pledges":{{"type":"EXTERNALIZE","commit":{{"counter":1,"value":"AA=="}},"n_h":1}}}}}}"#,
         cluster.ports[1], cluster.ports[1]
     );
     s.send_to(forged.as_bytes(), ("127.0.0.1", port)).expect("send");

@@ -27,7 +27,9 @@
 //! `H(V=3, slot, round, value)`, preferring values the leader already accepted.
 
 use super::slot::{federated_accept, federated_ratify, Latest};
-use super::{Ctx, Pledges, Rejection, Statement, TimerId, Value};
+use super::{
+    Ctx, Pledges, Rejection, Statement, TimerId, Value, MAX_NOMINATION_BYTES, MAX_NOMINATION_VALUES,
+};
 use crate::hash::Sha256;
 use crate::quorum::NodeId;
 use std::collections::BTreeSet;
@@ -115,7 +117,11 @@ impl Nomination {
     /// A leader votes for its own value while it has voted for nothing else (stellar-core #3525).
     fn vote_own_value(&mut self, ctx: &Ctx, own: Option<Value>) {
         if let Some(v) = own {
-            if self.leaders.contains(&ctx.config.node) && self.votes.is_empty() && !self.stopped {
+            if self.leaders.contains(&ctx.config.node)
+                && self.votes.is_empty()
+                && !self.stopped
+                && self.fits(&v)
+            {
                 self.votes.insert(v);
             }
         }
@@ -170,7 +176,8 @@ impl Nomination {
         if self.votes.is_empty() && self.accepted.is_empty() {
             return;
         }
-        let pledges = Pledges::Nominate { voted: self.votes.clone(), accepted: self.accepted.clone() };
+        let voted = self.votes.difference(&self.accepted).cloned().collect();
+        let pledges = Pledges::Nominate { voted, accepted: self.accepted.clone() };
         let st = Statement {
             node: ctx.config.node,
             slot: ctx.slot,
@@ -216,6 +223,15 @@ impl Nomination {
         progress
     }
 
+    /// Would our NOMINATE still fit its limits with `v` added to X ∪ Y?
+    fn fits(&self, v: &Value) -> bool {
+        if self.votes.contains(v) {
+            return true;
+        }
+        let bytes: usize = self.votes.iter().map(|x| x.as_bytes().len()).sum();
+        self.votes.len() < MAX_NOMINATION_VALUES && bytes + v.as_bytes().len() <= MAX_NOMINATION_BYTES
+    }
+
     /// Every value any node voted for or accepted.
     fn mentioned_values(&self) -> BTreeSet<Value> {
         self.latest.values().flat_map(|st| st.pledges.values()).cloned().collect()
@@ -227,7 +243,7 @@ impl Nomination {
         let Pledges::Nominate { voted, accepted } = &st.pledges else { return None };
         let best = |set: &BTreeSet<Value>| {
             set.iter()
-                .filter(|v| !self.votes.contains(*v) && ctx.app.validate(ctx.slot, v))
+                .filter(|v| !self.votes.contains(*v) && self.fits(v) && ctx.app.validate(ctx.slot, v))
                 .max_by_key(|v| (round_hash(TAG_VALUE, ctx.slot, self.round, v.as_bytes()), (*v).clone()))
                 .cloned()
         };

@@ -24,10 +24,13 @@ pub type SlotIndex = u64;
 /// The counter standing for ∞ (the draft's 0xffffffff): "every counter".
 pub const INFINITE_COUNTER: u32 = u32::MAX;
 
-/// Largest value, in bytes, a statement may carry (keeps a statement inside a datagram).
-pub const MAX_VALUE_BYTES: usize = 48 * 1024;
-/// Most values a NOMINATE may carry in X and in Y each.
+/// Largest value, in bytes. A PREPARE carries up to three values (b, p, p'), base64
+/// encoded (4/3 of their size), so every ballot statement fits in a 60,000-byte datagram.
+pub const MAX_VALUE_BYTES: usize = 12 * 1024;
+/// Most values a NOMINATE may carry in X and Y together.
 pub const MAX_NOMINATION_VALUES: usize = 64;
+/// Most bytes of values a NOMINATE may carry in X and Y together (so it fits a datagram).
+pub const MAX_NOMINATION_BYTES: usize = 3 * MAX_VALUE_BYTES;
 
 /// An opaque value to agree on; SCP only needs values to be totally ordered (by bytes).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -53,18 +56,21 @@ impl fmt::Debug for Value {
 }
 
 impl Serialize for Value {
+    /// Values travel as base64 strings.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::hash::hex(&self.0))
+        s.serialize_str(&crate::hash::base64(&self.0))
     }
 }
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        if s.len() > 2 * MAX_VALUE_BYTES {
+        if s.len() > MAX_VALUE_BYTES.div_ceil(3) * 4 {
             return Err(serde::de::Error::custom("value too large"));
         }
-        crate::hash::unhex(&s).map(Value::new).ok_or_else(|| serde::de::Error::custom("value is not hex"))
+        crate::hash::unbase64(&s)
+            .map(Value::new)
+            .ok_or_else(|| serde::de::Error::custom("value is not base64"))
     }
 }
 
@@ -109,9 +115,10 @@ impl Ballot {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
 pub enum Pledges {
-    /// NOMINATE {X, Y}.
+    /// NOMINATE {X, Y}, with X and Y disjoint (draft §3.4): accepting a value implies
+    /// having voted for it, so a value moves from X to Y.
     Nominate {
-        /// X: values voted nominated.
+        /// X: values voted nominated (and not yet accepted).
         voted: BTreeSet<Value>,
         /// Y: values accepted nominated.
         accepted: BTreeSet<Value>,
@@ -178,8 +185,11 @@ pub enum Rejection {
     BadCommitRange,
     /// NOMINATE with X and Y both empty.
     EmptyNomination,
-    /// NOMINATE with more than [`MAX_NOMINATION_VALUES`] values in X or Y.
+    /// NOMINATE with more than [`MAX_NOMINATION_VALUES`] values or
+    /// [`MAX_NOMINATION_BYTES`] bytes of values in X and Y.
     TooManyValues,
+    /// NOMINATE with a value in both X and Y.
+    OverlappingNomination,
     /// A value larger than [`MAX_VALUE_BYTES`].
     ValueTooLarge,
     /// The application judged a value invalid.
@@ -208,6 +218,7 @@ impl fmt::Display for Rejection {
             Rejection::BadCommitRange => write!(f, "counters violate c.n <= h.n <= b.n"),
             Rejection::EmptyNomination => write!(f, "nomination with empty X and Y"),
             Rejection::TooManyValues => write!(f, "nomination carries too many values"),
+            Rejection::OverlappingNomination => write!(f, "nomination has a value in both X and Y"),
             Rejection::ValueTooLarge => write!(f, "value too large"),
             Rejection::InvalidValue => write!(f, "value rejected by the application"),
             Rejection::Stale => write!(f, "not newer than the sender's latest statement"),
@@ -279,8 +290,12 @@ impl Pledges {
                 if voted.is_empty() && accepted.is_empty() {
                     return Err(Rejection::EmptyNomination);
                 }
-                if voted.len() > MAX_NOMINATION_VALUES || accepted.len() > MAX_NOMINATION_VALUES {
+                let bytes: usize = voted.iter().chain(accepted).map(|v| v.as_bytes().len()).sum();
+                if voted.len() + accepted.len() > MAX_NOMINATION_VALUES || bytes > MAX_NOMINATION_BYTES {
                     return Err(Rejection::TooManyValues);
+                }
+                if !voted.is_disjoint(accepted) {
+                    return Err(Rejection::OverlappingNomination);
                 }
             }
             Pledges::Prepare { ballot, prepared, prepared_prime, n_c, n_h } => {
@@ -323,7 +338,8 @@ impl Pledges {
 
     /// Is `self` newer than `old` from the same node (draft §3, stellar `isNewerStatement`)?
     ///
-    /// Nominations grow: newer means X and Y are supersets and at least one strictly grew.
+    /// Nominations grow: newer means X ∪ Y and Y are supersets of the old ones and at least
+    /// one strictly grew (X alone may shrink, as its values move to Y).
     /// Ballot statements are ordered PREPARE < CONFIRM < EXTERNALIZE, then within a type
     /// lexicographically by (b, p, p', h.n) for PREPARE and (b, p.n, h.n) for CONFIRM;
     /// an EXTERNALIZE is final.
@@ -331,7 +347,11 @@ impl Pledges {
         use Pledges::*;
         match (old, self) {
             (Nominate { voted: ox, accepted: oy }, Nominate { voted: nx, accepted: ny }) => {
-                ox.is_subset(nx) && oy.is_subset(ny) && (nx.len() > ox.len() || ny.len() > oy.len())
+                let covered = |v: &Value| nx.contains(v) || ny.contains(v);
+                let (old_all, new_all) = (ox.len() + oy.len(), nx.len() + ny.len());
+                ox.iter().chain(oy).all(covered)
+                    && oy.is_subset(ny)
+                    && (new_all > old_all || ny.len() > oy.len())
             }
             (Nominate { .. }, _) | (_, Nominate { .. }) => false,
             (

@@ -86,7 +86,7 @@ fn node_on_ballot_x() -> Node<MaxApp> {
     let mut n = node();
     n.handle(T0, Input::Propose(x())).expect("valid proposal");
     for peer in &PEERS[..3] {
-        feed(&mut n, nominate(*peer, &[x()], &[x()]));
+        feed(&mut n, nominate(*peer, &[], &[x()]));
     }
     assert_eq!(n.own_statements(1).last().map(|s| s.pledges.kind()), Some("PREPARE"));
     n
@@ -98,13 +98,13 @@ fn node_on_ballot_x() -> Node<MaxApp> {
 fn quorum_accepting_a_value_makes_it_a_candidate_and_starts_ballot_one() {
     let mut n = node();
     n.handle(T0, Input::Propose(x())).expect("valid proposal");
-    feed(&mut n, nominate(PEERS[0], &[x()], &[x()]));
+    feed(&mut n, nominate(PEERS[0], &[], &[x()]));
     // Two peers accepted x: v-blocking, so the node accepts x (Y = {x}) but cannot confirm.
-    let out = feed(&mut n, nominate(PEERS[1], &[x()], &[x()]));
-    assert_eq!(broadcasts(&out), vec![&Pledges::Nominate { voted: [x()].into(), accepted: [x()].into() }]);
+    let out = feed(&mut n, nominate(PEERS[1], &[], &[x()]));
+    assert_eq!(broadcasts(&out), vec![&Pledges::Nominate { voted: [].into(), accepted: [x()].into() }]);
     // Three peers plus ourselves accepted x: a quorum confirms it, x is the composite, and
     // the ballot protocol starts at ⟨1, x⟩. The nomination timer is cancelled.
-    let out = feed(&mut n, nominate(PEERS[2], &[x()], &[x()]));
+    let out = feed(&mut n, nominate(PEERS[2], &[], &[x()]));
     assert_eq!(
         out,
         vec![
@@ -118,7 +118,7 @@ fn quorum_accepting_a_value_makes_it_a_candidate_and_starts_ballot_one() {
 fn a_single_peer_accepting_is_not_enough() {
     let mut n = node();
     n.handle(T0, Input::Propose(y())).expect("valid proposal");
-    let out = feed(&mut n, nominate(PEERS[0], &[x()], &[x()]));
+    let out = feed(&mut n, nominate(PEERS[0], &[], &[x()]));
     assert!(broadcasts(&out)
         .iter()
         .all(|p| !matches!(p, Pledges::Nominate { accepted, .. } if accepted.contains(&x()))));
@@ -373,8 +373,15 @@ fn newer_statement_order_follows_the_draft() {
     let n1 = nominate(PEERS[0], &[x()], &[]).pledges;
     let n2 = nominate(PEERS[0], &[x(), y()], &[]).pledges;
     let n3 = nominate(PEERS[0], &[y()], &[x()]).pledges;
+    let n4 = nominate(PEERS[0], &[y()], &[]).pledges;
     assert!(n2.is_newer_than(&n1) && !n1.is_newer_than(&n2));
-    assert!(!n3.is_newer_than(&n2), "dropping a vote is not newer");
+    assert!(n3.is_newer_than(&n2), "x moving from X to Y is progress");
+    assert!(!n2.is_newer_than(&n3), "un-accepting is not");
+    assert!(!n4.is_newer_than(&n2), "dropping a vote is not newer");
+    assert_eq!(
+        nominate(PEERS[0], &[x()], &[x()]).pledges.check_sanity(false),
+        Err(Rejection::OverlappingNomination)
+    );
 }
 
 // ----- Crash recovery -------------------------------------------------------------------------

@@ -144,6 +144,19 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+const INVALID: u8 = 0xff;
+
+/// The value of each base64 digit, by byte.
+const BASE64_DIGITS: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[BASE64[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// Standard base64 (RFC 4648 §4) with padding.
 pub fn base64(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -168,7 +181,10 @@ pub fn unbase64(s: &str) -> Option<Vec<u8>> {
     if !bytes.len().is_multiple_of(4) {
         return None;
     }
-    let digit = |c: u8| BASE64.iter().position(|&d| d == c).map(|p| p as u32);
+    let digit = |c: u8| match BASE64_DIGITS[c as usize] {
+        INVALID => None,
+        d => Some(u32::from(d)),
+    };
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
     for (k, quad) in bytes.chunks_exact(4).enumerate() {
         let last = k + 1 == bytes.len() / 4;

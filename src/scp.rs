@@ -92,7 +92,7 @@ mod slot;
 mod statement;
 
 pub use statement::{
-    Ballot, Pledges, Rejection, SlotIndex, Statement, Value, INFINITE_COUNTER, MAX_NOMINATION_BYTES,
+    Ballot, Fields, Pledges, Rejection, SlotIndex, Statement, Value, INFINITE_COUNTER, MAX_NOMINATION_BYTES,
     MAX_NOMINATION_VALUES, MAX_VALUE_BYTES,
 };
 

@@ -31,7 +31,9 @@ use crate::journal::{Journal, JournalError};
 use crate::ledger::{Ledger, LedgerError};
 use crate::net::{self, Datagram, DecodeError, Endpoint, Faults, Incoming, Message, Outbox};
 use crate::quorum::NodeId;
-use crate::scp::{self, Application, Input, Node, Output, Rejection, SlotIndex, Statement, TimerId, Value};
+use crate::scp::{
+    self, Application, Input, Node, Output, Pledges, Rejection, SlotIndex, Statement, TimerId, Value,
+};
 use crate::store::{Store, StoreError};
 use crate::timer::{self, TimerCommand};
 use crate::wallet::{self, Batch, Op, Outcome, Reply, Request, Wallet, WalletError};
@@ -46,6 +48,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const MAX_POOL: usize = 10_000;
 /// Interval of the protocol thread's housekeeping (re-flooding, catch-up).
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// Most queued datagrams handled before persisting and sending what they produced.
+const MAX_BURST: usize = 256;
+/// Requests per flood datagram.
+const FLOOD_CHUNK: usize = 64;
 /// A pending request is flooded again after this long (its first flood may be lost).
 const REFLOOD_AFTER: Duration = Duration::from_secs(1);
 
@@ -178,8 +184,14 @@ struct Server {
     waiting: HashMap<(u64, u64), (SocketAddr, Format)>,
     /// The slot we last proposed a batch for.
     proposed: Option<SlotIndex>,
-    /// Replies of applied slots, sent once the database file is written.
+    /// Replies of applied slots, sent by [`Server::flush`].
     replies: Vec<(SocketAddr, Format, Reply)>,
+    /// Our ballot statements not yet in the journal; nothing below is sent before they are.
+    unjournaled: Vec<Statement>,
+    /// Datagrams to send at the next flush: to one address, or to every peer.
+    outgoing: Vec<(Option<SocketAddr>, Vec<u8>)>,
+    /// New requests to flood to the peers at the next flush.
+    to_flood: Vec<Request>,
     log: Log,
 }
 
@@ -214,6 +226,9 @@ impl Server {
             waiting: HashMap::new(),
             proposed: None,
             replies: Vec::new(),
+            unjournaled: Vec::new(),
+            outgoing: Vec::new(),
+            to_flood: Vec::new(),
             log,
         })
     }
@@ -249,6 +264,7 @@ impl Server {
                 Err(e) => self.log.always(format_args!("recovery: journal statement not restored: {e}")),
             }
         }
+        self.flush()?;
         self.request_catchup_if_behind(true);
         Ok(())
     }
@@ -273,7 +289,16 @@ impl Server {
                     return Ok(());
                 }
             }
+            // Group commit: take whatever else is already waiting, then persist once and
+            // send everything it produced.
+            for incoming in net.try_iter().take(MAX_BURST) {
+                self.on_datagram(incoming)?;
+            }
+            for timer in fired.try_iter() {
+                self.step(Input::Timer(timer))?;
+            }
             self.propose_if_idle()?;
+            self.flush()?;
         }
     }
 
@@ -414,8 +439,7 @@ impl Server {
         }
         self.waiting.insert(id, (from, format));
         if self.admit(request.clone()) {
-            let bytes = net::encode(&Message::Flood { requests: vec![request] });
-            self.broadcast(&bytes);
+            self.to_flood.push(request);
         }
     }
 
@@ -472,13 +496,10 @@ impl Server {
         }
     }
 
-    /// Carries out the core's outputs, journaling our ballot statements before any is sent.
+    /// Carries out the core's outputs. Statements are queued for [`Server::flush`], which
+    /// journals our ballot statements before anything is sent. An EXTERNALIZE needs no
+    /// journal entry: the slot is in the (synced) ledger before the flush sends it.
     fn execute(&mut self, outputs: Vec<Output>) -> Result<(), ServerError> {
-        let own = outputs.iter().filter_map(|o| match o {
-            Output::Broadcast(st) if st.pledges.is_ballot() => Some(st),
-            _ => None,
-        });
-        self.journal.record(own).map_err(ServerError::Journal)?;
         for output in outputs {
             match output {
                 Output::Broadcast(st) => {
@@ -488,7 +509,10 @@ impl Server {
                         st.slot,
                         st.pledges.fields()
                     ));
-                    self.broadcast(&net::encode(&Message::Scp { statement: st }));
+                    if matches!(st.pledges, Pledges::Prepare { .. } | Pledges::Confirm { .. }) {
+                        self.unjournaled.push(st.clone());
+                    }
+                    self.outgoing.push((None, net::encode(&Message::Scp { statement: st })));
                 }
                 Output::Send { to, statement } => {
                     self.log.protocol(format_args!(
@@ -498,7 +522,7 @@ impl Server {
                         statement.pledges.fields()
                     ));
                     if let Some(addr) = self.config.peers.get(&to).copied() {
-                        self.send(addr, &net::encode(&Message::Scp { statement }));
+                        self.outgoing.push((Some(addr), net::encode(&Message::Scp { statement })));
                     }
                 }
                 Output::SetTimer { timer, at } => {
@@ -509,6 +533,28 @@ impl Server {
                 }
                 Output::Externalized { slot, value } => self.apply(slot, &value)?,
             }
+        }
+        Ok(())
+    }
+
+    /// Makes our new statements durable (one sync for all of them), then sends everything
+    /// queued: statements, floods of new requests, and replies.
+    fn flush(&mut self) -> Result<(), ServerError> {
+        if !self.unjournaled.is_empty() {
+            self.journal.record(&self.unjournaled).map_err(ServerError::Journal)?;
+            self.unjournaled.clear();
+        }
+        for (to, bytes) in std::mem::take(&mut self.outgoing) {
+            match to {
+                Some(addr) => self.send(addr, &bytes),
+                None => self.broadcast(&bytes),
+            }
+        }
+        for chunk in std::mem::take(&mut self.to_flood).chunks(FLOOD_CHUNK) {
+            self.broadcast(&net::encode(&Message::Flood { requests: chunk.to_vec() }));
+        }
+        for (addr, format, reply) in std::mem::take(&mut self.replies) {
+            self.reply(addr, format, &reply);
         }
         Ok(())
     }
@@ -533,13 +579,12 @@ impl Server {
         if self.apply_decided(slot, &batch)? {
             self.save_db()?;
         }
-        self.flush_replies();
         self.compact_journal()
     }
 
     /// Appends a decided slot to the ledger (durably) and applies it to the wallet; the
-    /// replies for clients waiting here are queued until the database file is written
-    /// ([`Server::flush_replies`]). Returns whether the balances changed.
+    /// replies for clients waiting here are queued, and sent by [`Server::flush`] once the
+    /// database file is written too. Returns whether the balances changed.
     fn apply_decided(&mut self, slot: SlotIndex, batch: &Batch) -> Result<bool, ServerError> {
         if slot <= self.ledger.len() {
             return Ok(false); // already applied (learned by catch-up first)
@@ -579,16 +624,10 @@ impl Server {
         self.ledger.append(slot, batch).map(drop).map_err(ServerError::Ledger)
     }
 
-    /// Sends the replies of applied slots (once the ledger and database hold them).
-    fn flush_replies(&mut self) {
-        for (addr, format, reply) in std::mem::take(&mut self.replies) {
-            self.reply(addr, format, &reply);
-        }
-    }
-
-    /// Writes the database file (the ledger's projection) and prints its entries.
+    /// Writes the database file (the ledger's projection, so no fsync: the ledger entry
+    /// is already synced) and prints its entries.
     fn save_db(&mut self) -> Result<(), ServerError> {
-        self.store.save(self.wallet.entries())?;
+        self.store.save_unsynced(self.wallet.entries())?;
         self.print_entries();
         Ok(())
     }

@@ -242,11 +242,30 @@ impl Store {
         &self,
         entries: impl IntoIterator<Item = (K, Amount)>,
     ) -> Result<(), StoreError> {
+        self.replace(entries, true)
+    }
+
+    /// Like [`Store::save`], atomic (readers see the old or the new file, never a mix) but
+    /// without the fsyncs: for a file that can be rebuilt from a durable log, such as the
+    /// node's ledger. After a power loss it may hold an older content, which recovery
+    /// rolls forward.
+    pub fn save_unsynced<K: AsRef<str>>(
+        &self,
+        entries: impl IntoIterator<Item = (K, Amount)>,
+    ) -> Result<(), StoreError> {
+        self.replace(entries, false)
+    }
+
+    fn replace<K: AsRef<str>>(
+        &self,
+        entries: impl IntoIterator<Item = (K, Amount)>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let content = encode(entries);
         let dir = self.dir();
         fs::create_dir_all(dir).map_err(|e| self.io_error("create directory", dir, e))?;
         let temp = self.temp_path();
-        let written = self.write_synced(&temp, content.as_bytes());
+        let written = self.write_new(&temp, content.as_bytes(), durable);
         let renamed = written.and_then(|()| {
             fs::rename(&temp, &self.path)
                 .map_err(|e| self.io_error("rename temporary file over", &self.path, e))
@@ -256,7 +275,10 @@ impl Store {
             let _ = fs::remove_file(&temp);
         }
         renamed?;
-        sync_dir(dir).map_err(|e| self.io_error("sync directory", dir, e))
+        if durable {
+            sync_dir(dir).map_err(|e| self.io_error("sync directory", dir, e))?;
+        }
+        Ok(())
     }
 
     /// A temporary file name next to the database, unique within this process and
@@ -267,15 +289,18 @@ impl Store {
         self.dir().join(format!(".{name}.{}.{unique}.tmp", std::process::id()))
     }
 
-    /// Creates `path` (which must not exist), writes `bytes` and fsyncs it.
-    fn write_synced(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Creates `path` (which must not exist), writes `bytes` and, if `durable`, fsyncs it.
+    fn write_new(&self, path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)
             .map_err(|e| self.io_error("create temporary file", path, e))?;
         file.write_all(bytes).map_err(|e| self.io_error("write temporary file", path, e))?;
-        file.sync_all().map_err(|e| self.io_error("sync temporary file", path, e))
+        if durable {
+            file.sync_all().map_err(|e| self.io_error("sync temporary file", path, e))?;
+        }
+        Ok(())
     }
 
     fn io_error(&self, operation: &'static str, path: &Path, source: io::Error) -> StoreError {

@@ -399,19 +399,30 @@ fn fmt_opt(b: &Option<Ballot>) -> String {
 }
 
 impl Pledges {
-    /// The fields in the paper's notation, without the message type.
-    pub fn fields(&self) -> String {
-        match self {
-            Pledges::Nominate { voted, accepted } => format!("X={voted:?} Y={accepted:?}"),
-            Pledges::Prepare { ballot, prepared, prepared_prime, n_c, n_h } => format!(
+    /// The fields in the paper's notation, without the message type; formatted only when
+    /// displayed (values print as hashes, which cost time to compute).
+    pub fn fields(&self) -> Fields<'_> {
+        Fields(self)
+    }
+}
+
+/// The fields of [`Pledges`] in the paper's notation, e.g. `b=(1,#ab12cd34) p=- …`.
+pub struct Fields<'a>(&'a Pledges);
+
+impl fmt::Display for Fields<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Pledges::Nominate { voted, accepted } => write!(f, "X={voted:?} Y={accepted:?}"),
+            Pledges::Prepare { ballot, prepared, prepared_prime, n_c, n_h } => write!(
+                f,
                 "b={ballot:?} p={} p'={} c.n={n_c} h.n={n_h}",
                 fmt_opt(prepared),
                 fmt_opt(prepared_prime)
             ),
             Pledges::Confirm { ballot, n_prepared, n_commit, n_h } => {
-                format!("b={ballot:?} p.n={n_prepared} c.n={n_commit} h.n={n_h}")
+                write!(f, "b={ballot:?} p.n={n_prepared} c.n={n_commit} h.n={n_h}")
             }
-            Pledges::Externalize { commit, n_h } => format!("c={commit:?} h.n={n_h}"),
+            Pledges::Externalize { commit, n_h } => write!(f, "c={commit:?} h.n={n_h}"),
         }
     }
 }

@@ -151,7 +151,6 @@ impl Server {
         if changed {
             self.save_db()?;
         }
-        self.flush_replies();
         Ok(applied)
     }
 

@@ -1,0 +1,362 @@
+//! `fba_bench`: throughput and latency of an fba cluster, against the machine's floor.
+//!
+//! By default it starts a local cluster of `--nodes` quiet `fba_server` processes in a
+//! temporary directory (leaving `--down` of them configured but not started), then runs
+//! `--clients` closed-loop clients that send `--requests` requests in all (a mix of set,
+//! deposit and get over `--keys` keys) to the running nodes, round robin. With `--target`
+//! it measures a cluster that is already running instead. It prints a progress line, then
+//! throughput and latency percentiles, and the same run's floor: one loopback UDP round
+//! trip and one atomic fsynced file write. `--json` prints the result as JSON.
+
+use clap::Parser;
+use fba::client::Client;
+use fba::rng::Rng;
+use fba::wallet::{Amount, Key, Op};
+use serde::Serialize;
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(name = "fba_bench", version, about = "Benchmark an fba cluster")]
+struct Args {
+    /// Nodes in the local cluster.
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    /// How many of the local nodes are configured but not started.
+    #[arg(long, default_value_t = 0)]
+    down: usize,
+    /// Concurrent clients (each waits for its reply before its next request).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Requests in all.
+    #[arg(long, default_value_t = 20_000)]
+    requests: u64,
+    /// Distinct wallet keys.
+    #[arg(long, default_value_t = 100)]
+    keys: u64,
+    /// Measure a running cluster at these addresses instead of starting one.
+    #[arg(long = "target", value_name = "HOST:PORT")]
+    targets: Vec<SocketAddr>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Directory of the `fba_server` binary (default: next to this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Serialize, Debug)]
+struct Latency {
+    p50_us: u64,
+    p95_us: u64,
+    p99_us: u64,
+    max_us: u64,
+}
+
+/// The machine's floor, measured in the same run.
+#[derive(Serialize, Debug)]
+struct Floor {
+    udp_round_trip_us: u64,
+    fsynced_atomic_write_us: u64,
+}
+
+#[derive(Serialize, Debug)]
+struct Report {
+    nodes: usize,
+    down: usize,
+    clients: usize,
+    requests: u64,
+    failed: u64,
+    seconds: f64,
+    requests_per_second: f64,
+    latency: Latency,
+    floor: Floor,
+    p50_over_udp_round_trip: f64,
+    p50_over_fsynced_write: f64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Median round trip of a datagram to an echo thread on loopback.
+fn udp_round_trip() -> std::io::Result<Duration> {
+    let echo = UdpSocket::bind("127.0.0.1:0")?;
+    let addr = echo.local_addr()?;
+    let handle = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = echo.recv_from(&mut buf) {
+            if n == 0 || echo.send_to(&buf[..n], from).is_err() {
+                break;
+            }
+        }
+    });
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let payload = [7u8; 200];
+    let mut buf = [0u8; 512];
+    let mut samples = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let start = Instant::now();
+        socket.send_to(&payload, addr)?;
+        socket.recv_from(&mut buf)?;
+        samples.push(start.elapsed());
+    }
+    socket.send_to(&[], addr)?;
+    let _ = handle.join();
+    samples.sort();
+    Ok(samples[samples.len() / 2])
+}
+
+/// Median cost of writing a small file atomically: temp file, fsync, rename, fsync dir.
+fn fsynced_write(dir: &Path) -> std::io::Result<Duration> {
+    let target = dir.join("floor.db");
+    let tmp = dir.join("floor.db.tmp");
+    let mut samples = Vec::with_capacity(200);
+    for i in 0..200 {
+        let start = Instant::now();
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!(r#"{{"foo": "${i}", "bar": "$10"}}"#).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        samples.push(start.elapsed());
+    }
+    let _ = std::fs::remove_file(&target);
+    samples.sort();
+    Ok(samples[samples.len() / 2])
+}
+
+/// A local cluster, killed on drop.
+struct LocalCluster {
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let sockets: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    sockets.iter().map(|s| s.local_addr().map(|a| a.port())).collect()
+}
+
+fn start_cluster(args: &Args) -> Result<(LocalCluster, Vec<SocketAddr>), String> {
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    };
+    let server = bin_dir.join("fba_server");
+    let dir = std::env::temp_dir().join(format!("fba-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let ports = free_ports(args.nodes).map_err(|e| e.to_string())?;
+    let threshold = (2 * args.nodes) / 3 + 1;
+    let mut cluster = LocalCluster { dir: dir.clone(), children: Vec::new() };
+    let mut up = Vec::new();
+    for (i, port) in ports.iter().enumerate().skip(args.down) {
+        let mut cmd = Command::new(&server);
+        cmd.arg(port.to_string()).arg("--quiet").arg("--data-dir").arg(&dir);
+        cmd.arg("--threshold").arg(threshold.to_string());
+        cmd.args(["--nomination-timeout-ms", "100", "--ballot-timeout-ms", "200", "--rebroadcast-ms", "200"]);
+        for (j, p) in ports.iter().enumerate() {
+            if j != i {
+                cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
+            }
+        }
+        let log = std::fs::File::create(dir.join(format!("node{port}.log"))).map_err(|e| e.to_string())?;
+        let child = cmd
+            .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", server.display()))?;
+        cluster.children.push(child);
+        up.push(SocketAddr::from(([127, 0, 0, 1], *port)));
+    }
+    for addr in &up {
+        let log = dir.join(format!("node{}.log", addr.port()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening on") {
+            if Instant::now() > deadline {
+                return Err(format!("node {addr} did not start; see {}", log.display()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok((cluster, up))
+}
+
+fn random_op(rng: &mut Rng, keys: u64) -> Op {
+    let key = Key::new(format!("k{}", rng.below(keys))).expect("valid key");
+    let amount = Amount::from_cents(1 + rng.below(10_000)).expect("valid amount");
+    match rng.below(10) {
+        0..=3 => Op::Set { key, amount },
+        4..=7 => Op::Deposit { key, amount },
+        _ => Op::Get { key },
+    }
+}
+
+/// Runs the clients; returns every latency in microseconds and the number of failures.
+fn run_clients(args: &Args, targets: &[SocketAddr]) -> (Vec<u64>, u64, Duration) {
+    let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..args.clients)
+        .map(|c| {
+            let (issued, done, target, total, keys) = (
+                Arc::clone(&issued),
+                Arc::clone(&done),
+                targets[c % targets.len()],
+                args.requests,
+                args.keys,
+            );
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(c as u64 + 1);
+                let mut latencies = Vec::new();
+                let mut failed = 0;
+                let Ok(mut client) = Client::new(target) else { return (latencies, total) };
+                client.timeout = Duration::from_millis(1000);
+                client.attempts = 30;
+                while issued.fetch_add(1, Ordering::Relaxed) < total {
+                    let op = random_op(&mut rng, keys);
+                    let start = Instant::now();
+                    match client.call(op) {
+                        Ok(_) => latencies.push(start.elapsed().as_micros() as u64),
+                        Err(_) => failed += 1,
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    let progress = {
+        let done = Arc::clone(&done);
+        let total = args.requests;
+        std::thread::spawn(move || {
+            while done.load(Ordering::Relaxed) < total {
+                std::thread::sleep(Duration::from_millis(500));
+                let n = done.load(Ordering::Relaxed);
+                let rate = n as f64 / started.elapsed().as_secs_f64();
+                eprint!("\r{n}/{total} requests, {rate:.0}/s   ");
+            }
+            eprintln!();
+        })
+    };
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for h in handles {
+        let (lat, f) = h.join().unwrap_or_default();
+        all.extend(lat);
+        failed += f;
+    }
+    let elapsed = started.elapsed();
+    let _ = progress.join();
+    (all, failed, elapsed)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.clients == 0 || args.nodes == 0 || args.down >= args.nodes {
+        eprintln!("fba_bench: need at least one client and one running node");
+        return ExitCode::FAILURE;
+    }
+    let (_cluster, targets, floor_dir) = if args.targets.is_empty() {
+        match start_cluster(&args) {
+            Ok((cluster, up)) => {
+                let dir = cluster.dir.clone();
+                (Some(cluster), up, dir)
+            }
+            Err(e) => {
+                eprintln!("fba_bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        (None, args.targets.clone(), std::env::temp_dir())
+    };
+    let floor = match (udp_round_trip(), fsynced_write(&floor_dir)) {
+        (Ok(rtt), Ok(write)) => Floor {
+            udp_round_trip_us: rtt.as_micros() as u64,
+            fsynced_atomic_write_us: write.as_micros() as u64,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("fba_bench: cannot measure the floor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut latencies, failed, elapsed) = run_clients(&args, &targets);
+    latencies.sort_unstable();
+    let p50 = percentile(&latencies, 0.50);
+    let report = Report {
+        nodes: args.nodes,
+        down: args.down,
+        clients: args.clients,
+        requests: latencies.len() as u64,
+        failed,
+        seconds: elapsed.as_secs_f64(),
+        requests_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        latency: Latency {
+            p50_us: p50,
+            p95_us: percentile(&latencies, 0.95),
+            p99_us: percentile(&latencies, 0.99),
+            max_us: latencies.last().copied().unwrap_or(0),
+        },
+        p50_over_udp_round_trip: p50 as f64 / floor.udp_round_trip_us.max(1) as f64,
+        p50_over_fsynced_write: p50 as f64 / floor.fsynced_atomic_write_us.max(1) as f64,
+        floor,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    } else {
+        let ms = |us: u64| us as f64 / 1000.0;
+        println!(
+            "{} nodes ({} down), {} clients: {} requests in {:.2} s = {:.0} requests/s ({} failed)",
+            report.nodes,
+            report.down,
+            report.clients,
+            report.requests,
+            report.seconds,
+            report.requests_per_second,
+            failed
+        );
+        let l = &report.latency;
+        println!(
+            "latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(l.p50_us),
+            ms(l.p95_us),
+            ms(l.p99_us),
+            ms(l.max_us)
+        );
+        println!(
+            "floor: UDP round trip {:.3} ms, fsynced atomic write {:.3} ms; p50 = {:.1}x round trip = {:.1}x write",
+            ms(report.floor.udp_round_trip_us),
+            ms(report.floor.fsynced_atomic_write_us),
+            report.p50_over_udp_round_trip,
+            report.p50_over_fsynced_write
+        );
+    }
+    if failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

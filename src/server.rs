@@ -48,6 +48,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const MAX_POOL: usize = 10_000;
 /// Interval of the protocol thread's housekeeping (re-flooding, catch-up).
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// Longest a node lets its pool fill before proposing (see [`Server::propose_if_idle`]).
+const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// Most queued datagrams handled before persisting and sending what they produced.
 const MAX_BURST: usize = 256;
 /// Requests per flood datagram.
@@ -192,6 +194,10 @@ struct Server {
     outgoing: Vec<(Option<SocketAddr>, Vec<u8>)>,
     /// New requests to flood to the peers at the next flush.
     to_flood: Vec<Request>,
+    /// Requests in the last decided batch (the recent concurrency).
+    last_batch: usize,
+    /// Since when the pool has been filling for the next proposal.
+    filling_since: Option<Instant>,
     log: Log,
 }
 
@@ -229,6 +235,8 @@ impl Server {
             unjournaled: Vec::new(),
             outgoing: Vec::new(),
             to_flood: Vec::new(),
+            last_batch: 0,
+            filling_since: None,
             log,
         })
     }
@@ -277,8 +285,13 @@ impl Server {
     ) -> Result<(), ServerError> {
         let housekeeping = crossbeam_channel::tick(HOUSEKEEPING);
         loop {
+            let batch_timer = match self.pool.is_empty() || self.proposed == Some(self.node.current_slot()) {
+                true => crossbeam_channel::never(),
+                false => self.batch_wait().map_or_else(crossbeam_channel::never, crossbeam_channel::after),
+            };
             select! {
                 recv(housekeeping) -> _ => self.housekeeping(),
+                recv(batch_timer) -> _ => {}
                 recv(net) -> incoming => match incoming {
                     Ok(incoming) => self.on_datagram(incoming)?,
                     Err(_) => return Ok(()),
@@ -473,14 +486,33 @@ impl Server {
     }
 
     /// Nominates the pending requests if this node has not yet proposed for the slot.
+    ///
+    /// Adaptive batching: a slot's value is its leader's batch, so proposing the moment the
+    /// first request of a new burst arrives would decide a batch of one while the rest of
+    /// the burst waits a whole slot. When the last slot decided several requests (clients
+    /// are concurrent), wait up to [`BATCH_WAIT`] for the pool to grow as large; after a
+    /// slot of one request (a lone sequential client), propose at once.
     fn propose_if_idle(&mut self) -> Result<(), ServerError> {
         let slot = self.node.current_slot();
         if self.pool.is_empty() || self.proposed == Some(slot) {
             return Ok(());
         }
+        if self.batch_wait().is_some() {
+            return Ok(());
+        }
         self.proposed = Some(slot);
+        self.filling_since = None;
         let batch = Batch::new(self.pool.values().map(|(r, _)| r.clone()).collect());
         self.step(Input::Propose(Value::new(batch.encode()))).map(drop)
+    }
+
+    /// How much longer to let the pool fill before proposing, if at all.
+    fn batch_wait(&mut self) -> Option<Duration> {
+        if self.pool.len() >= self.last_batch.max(1) {
+            return None;
+        }
+        let since = *self.filling_since.get_or_insert_with(Instant::now);
+        BATCH_WAIT.checked_sub(since.elapsed()).filter(|left| !left.is_zero())
     }
 
     // ----- The core and its outputs -------------------------------------------------------
@@ -576,6 +608,7 @@ impl Server {
             panic!("externalized an invalid batch in slot {slot}: {e}")
         });
         self.log.protocol(format_args!("EXTERNALIZE slot={slot} value={value:?} ({} requests)", batch.len()));
+        self.last_batch = batch.len();
         if self.apply_decided(slot, &batch)? {
             self.save_db()?;
         }

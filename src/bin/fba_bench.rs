@@ -79,6 +79,15 @@ struct Report {
     floor: Floor,
     p50_over_udp_round_trip: f64,
     p50_over_fsynced_write: f64,
+    /// Largest resident set of a local node at the end (KiB); 0 with `--target`.
+    max_node_rss_kib: u64,
+}
+
+/// VmHWM (peak resident set, KiB) of a process, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -304,6 +313,8 @@ fn main() -> ExitCode {
         }
     };
     let (mut latencies, failed, elapsed) = run_clients(&args, &targets);
+    let max_node_rss_kib =
+        _cluster.as_ref().map_or(0, |c| c.children.iter().map(|ch| peak_rss_kib(ch.id())).max().unwrap_or(0));
     latencies.sort_unstable();
     let p50 = percentile(&latencies, 0.50);
     let report = Report {
@@ -323,6 +334,7 @@ fn main() -> ExitCode {
         p50_over_udp_round_trip: p50 as f64 / floor.udp_round_trip_us.max(1) as f64,
         p50_over_fsynced_write: p50 as f64 / floor.fsynced_atomic_write_us.max(1) as f64,
         floor,
+        max_node_rss_kib,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
@@ -353,6 +365,9 @@ fn main() -> ExitCode {
             report.p50_over_udp_round_trip,
             report.p50_over_fsynced_write
         );
+        if report.max_node_rss_kib > 0 {
+            println!("largest node peak RSS: {:.1} MiB", report.max_node_rss_kib as f64 / 1024.0);
+        }
     }
     if failed > 0 {
         ExitCode::from(2)

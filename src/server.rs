@@ -479,9 +479,10 @@ impl Server {
                 request.clone()
             })
             .collect();
-        for chunk in stale.chunks(64) {
+        for chunk in stale.chunks(FLOOD_CHUNK) {
             self.broadcast(&net::encode(&Message::Flood { requests: chunk.to_vec() }));
         }
+        self.probe_peers();
         self.request_catchup_if_behind(false);
     }
 

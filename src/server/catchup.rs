@@ -30,6 +30,9 @@ const REQUEST_INTERVAL: Duration = Duration::from_millis(200);
 const LAG_SLOTS: u64 = 4;
 /// How long a node that is behind may make no progress before it catches up.
 const STALL: Duration = Duration::from_secs(1);
+/// Interval of the probe that lets a node which heard nothing (it was cut off, and the
+/// cluster is quiet) learn how long its peers' ledgers are.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Catch-up bookkeeping.
 #[derive(Default)]
@@ -38,9 +41,12 @@ pub(super) struct CatchUp {
     offers: BTreeMap<u64, BTreeMap<NodeId, (Digest, Batch)>>,
     /// The longest ledger each peer reported, and the highest slot it spoke about.
     peer_ahead: BTreeMap<NodeId, u64>,
-    last_request: Option<Instant>,
+    /// When we last asked, and from which slot.
+    last_request: Option<(Instant, u64)>,
     /// When the ledger last grew (and how long it was then).
     progress: Option<(Instant, u64)>,
+    /// When we last probed every peer.
+    last_probe: Option<Instant>,
 }
 
 impl CatchUp {
@@ -52,22 +58,28 @@ impl CatchUp {
 }
 
 impl Server {
-    /// Asks the peers that are ahead for their ledger from our next slot (rate limited).
+    /// Asks the peers that are ahead for their ledger from our next slot. The same slot is
+    /// asked for at most once per [`REQUEST_INTERVAL`]; `force` asks every peer (start-up).
     pub(super) fn request_catchup_if_behind(&mut self, force: bool) {
         let len = self.ledger.len();
         let next = len + 1;
         if self.catchup.progress.is_none_or(|(_, at)| at != len) {
             self.catchup.progress = Some((Instant::now(), len));
         }
+        // A peer whose ledger holds more than ours is ahead; SCP itself finishes small lags
+        // unless the node has stalled.
         let stalled = self.catchup.progress.is_some_and(|(since, _)| since.elapsed() >= STALL);
         let lag = if stalled { 0 } else { LAG_SLOTS };
         let behind: Vec<NodeId> =
-            self.catchup.peer_ahead.iter().filter(|(_, slot)| **slot > next + lag).map(|(n, _)| *n).collect();
-        let due = self.catchup.last_request.is_none_or(|t| t.elapsed() >= REQUEST_INTERVAL);
-        if (!force && behind.is_empty()) || !due {
+            self.catchup.peer_ahead.iter().filter(|(_, slot)| **slot > len + lag).map(|(n, _)| *n).collect();
+        let repeated = self
+            .catchup
+            .last_request
+            .is_some_and(|(at, from)| from == next && at.elapsed() < REQUEST_INTERVAL);
+        if (!force && behind.is_empty()) || repeated {
             return;
         }
-        self.catchup.last_request = Some(Instant::now());
+        self.catchup.last_request = Some((Instant::now(), next));
         let bytes = net::encode(&Message::CatchUp { from: next });
         let targets: Vec<_> = if force || behind.is_empty() {
             self.config.peers.values().copied().collect()
@@ -125,13 +137,22 @@ impl Server {
                 self.ledger.len()
             ));
             self.step(Input::CaughtUp { next: self.ledger.len() + 1 })?;
-        }
-        // More to fetch? Ask straight away rather than waiting for the next tick.
-        if last > self.ledger.len() {
-            self.catchup.last_request = None;
+            // Progress, and more to fetch: ask for the next chunk straight away (only an
+            // answer that moved us on does this, so duplicates cannot multiply requests).
             self.request_catchup_if_behind(false);
         }
         Ok(())
+    }
+
+    /// Every [`PROBE_INTERVAL`], asks every peer for the ledger from our next slot; the
+    /// answers (empty when a peer has nothing newer) tell us who is ahead.
+    pub(super) fn probe_peers(&mut self) {
+        if self.catchup.last_probe.is_some_and(|t| t.elapsed() < PROBE_INTERVAL) {
+            return;
+        }
+        self.catchup.last_probe = Some(Instant::now());
+        let bytes = net::encode(&Message::CatchUp { from: self.ledger.len() + 1 });
+        self.broadcast(&bytes);
     }
 
     /// Applies, in order, every next entry that a v-blocking set offered with one hash that

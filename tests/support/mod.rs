@@ -182,3 +182,185 @@ impl Drop for Cluster {
         }
     }
 }
+
+// ----- Additions for the durability tests (they change no helper above) -----------------
+
+impl Cluster {
+    /// Starts node `i` with extra environment variables and command-line arguments, and
+    /// waits until it listens. A log left by an earlier run of the node is kept as
+    /// `node<port>.log.<k>` (k = 1, 2, ...) rather than overwritten.
+    pub fn start_node_with(&mut self, i: usize, env: &[(&str, &std::ffi::OsStr)], args: &[&str]) {
+        let log_path = self.log_path(i);
+        if log_path.exists() {
+            let k =
+                (1..).find(|k| !log_path.with_extension(format!("log.{k}")).exists()).expect("a free name");
+            fs::rename(&log_path, log_path.with_extension(format!("log.{k}"))).expect("keep the old log");
+        }
+        let log = fs::File::create(&log_path).expect("log file");
+        let err = log.try_clone().expect("log file");
+        let mut cmd = self.server_command(i);
+        cmd.args(args).stdout(Stdio::from(log)).stderr(Stdio::from(err));
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        self.children[i] = Some(cmd.spawn().expect("spawn"));
+        wait_for(&format!("node {} to listen", self.ports[i]), || self.log(i).contains("listening on"));
+    }
+
+    /// Stops node `i` cleanly (SIGTERM) and waits for it; panics unless it exits 0.
+    pub fn stop(&mut self, i: usize) {
+        let pid = self.pid(i).expect("the node runs").to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid}");
+        let status = self.wait_exit(i);
+        assert!(status.success(), "node {} stopped uncleanly: {status:?}\n{}", self.ports[i], self.log(i));
+    }
+
+    pub fn ledger_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("assignment3_{}.ledger", self.ports[i]))
+    }
+
+    /// The ledger file of node `i` ("" if absent).
+    pub fn ledger(&self, i: usize) -> String {
+        fs::read_to_string(self.ledger_path(i)).unwrap_or_default()
+    }
+
+    /// Runs `fba_server <port> --data-dir D --verify` for node `i` (read-only; may run while
+    /// the node runs) and returns its output.
+    pub fn verify(&self, i: usize) -> std::process::Output {
+        Command::new(server_bin())
+            .arg(self.ports[i].to_string())
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--verify")
+            .output()
+            .expect("fba_server --verify runs")
+    }
+
+    /// Runs `--verify` for node `i`, asserts it succeeds and returns the slot count it reports.
+    pub fn verify_ok(&self, i: usize) -> u64 {
+        let out = self.verify(i);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "verify of node {} failed: {stdout}{}",
+            self.ports[i],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let slots =
+            stdout.strip_prefix("ledger OK: ").and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok());
+        slots.unwrap_or_else(|| panic!("unexpected verify output: {stdout}"))
+    }
+
+    /// Resident set size of node `i` in KiB (Linux), if it runs.
+    pub fn rss_kb(&self, i: usize) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid(i)?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+/// A JSON-speaking UDP client with an explicit id, retransmitting one request id until it
+/// is answered: the wire protocol without a process per request.
+pub struct RawClient {
+    socket: UdpSocket,
+    server: std::net::SocketAddr,
+    /// The client id put in every request.
+    pub id: u64,
+    seq: u64,
+    /// How long to wait for a reply before sending again.
+    pub timeout: Duration,
+    /// How many times to send a request before giving up.
+    pub attempts: u32,
+}
+
+impl RawClient {
+    /// A client with id `id` (unique within the cluster) talking to the node on `port`.
+    pub fn new(port: u16, id: u64) -> RawClient {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        RawClient {
+            socket,
+            server: ([127, 0, 0, 1], port).into(),
+            id,
+            seq: 0,
+            timeout: Duration::from_millis(300),
+            attempts: 40,
+        }
+    }
+
+    /// The next request's sequence number.
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Sends a new request (the next sequence number) until answered; the `reply` object.
+    pub fn call(&mut self, op: &serde_json::Value) -> Option<serde_json::Value> {
+        let seq = self.next_seq();
+        self.send_until_reply(seq, op)
+    }
+
+    /// Sends request (`id`, `seq`, `op`) up to `attempts` times, waiting `timeout` after each,
+    /// and returns the `reply` object of the first answer to it, or None.
+    pub fn send_until_reply(&self, seq: u64, op: &serde_json::Value) -> Option<serde_json::Value> {
+        let request =
+            serde_json::json!({"type": "request", "request": {"client": self.id, "seq": seq, "op": op}});
+        let bytes = serde_json::to_vec(&request).expect("json");
+        let mut buf = vec![0u8; 65_536];
+        for _ in 0..self.attempts {
+            let _ = self.socket.send_to(&bytes, self.server);
+            let deadline = Instant::now() + self.timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                self.socket.set_read_timeout(Some(left)).expect("timeout");
+                let n = match self.socket.recv_from(&mut buf) {
+                    Ok((n, from)) if from == self.server => n,
+                    Ok(_) => continue,
+                    // ICMP port unreachable (the node is down): wait out the attempt.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        std::thread::sleep(left);
+                        break;
+                    }
+                    Err(_) => break,
+                };
+                let Ok(message) = serde_json::from_slice::<serde_json::Value>(&buf[..n]) else { continue };
+                let reply = &message["reply"];
+                if message["type"] == "reply" && reply["client"] == self.id && reply["seq"] == seq {
+                    return Some(reply.clone());
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A `set` operation for [`RawClient`].
+pub fn set_op(key: &str, dollars: u64) -> serde_json::Value {
+    serde_json::json!({"type": "set", "key": key, "amount": format!("${dollars}")})
+}
+
+/// A `deposit` operation for [`RawClient`].
+pub fn deposit_op(key: &str, dollars: u64) -> serde_json::Value {
+    serde_json::json!({"type": "deposit", "key": key, "amount": format!("${dollars}")})
+}
+
+/// A database file's content as a map (panics if it is not a JSON object of strings).
+pub fn parse_db(content: &str) -> std::collections::BTreeMap<String, String> {
+    serde_json::from_str(content).unwrap_or_else(|e| panic!("database is not a JSON object ({e}): {content}"))
+}
+
+impl Cluster {
+    /// Sets the nomination and ballot timeouts of nodes started from now on (the default
+    /// is 200 ms and 300 ms).
+    pub fn set_timeouts(&mut self, nomination_ms: u64, ballot_ms: u64) {
+        self.extra_args = vec![
+            "--nomination-timeout-ms".into(),
+            nomination_ms.to_string(),
+            "--ballot-timeout-ms".into(),
+            ballot_ms.to_string(),
+        ];
+    }
+}

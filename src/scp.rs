@@ -258,6 +258,8 @@ pub enum Output {
 pub(crate) struct Ctx<'a> {
     pub now: Duration,
     pub config: &'a Config,
+    /// Peers the shell reports as silent; nomination does not pick them as leaders.
+    pub unresponsive: &'a BTreeSet<NodeId>,
     pub app: &'a dyn Application,
     pub slot: SlotIndex,
     pub out: &'a mut Vec<Output>,
@@ -299,6 +301,8 @@ pub struct Node<A> {
     proposal: Option<Value>,
     /// Deadlines of armed timers; a firing that does not match is stale and ignored.
     timers: BTreeMap<TimerId, Duration>,
+    /// Peers the shell reports as silent (see [`Node::set_unresponsive`]).
+    unresponsive: BTreeSet<NodeId>,
 }
 
 /// Why a node cannot be built from a configuration.
@@ -336,7 +340,17 @@ impl<A: Application> Node<A> {
             history: BTreeMap::new(),
             proposal: None,
             timers: BTreeMap::new(),
+            unresponsive: BTreeSet::new(),
         })
+    }
+
+    /// Tells the node which peers have gone silent (e.g. no datagram for a few seconds).
+    /// Nomination then does not pick them as round leaders: a crashed leader would
+    /// otherwise cost every slot it leads a whole round timeout. Leader choice only
+    /// affects liveness, never safety, and nodes that see the same peer silent agree on
+    /// the leaders again. Ignored if it would leave no neighbour.
+    pub fn set_unresponsive(&mut self, peers: BTreeSet<NodeId>) {
+        self.unresponsive = peers;
     }
 
     /// The configuration.
@@ -400,7 +414,8 @@ impl<A: Application> Node<A> {
         }
         let mut out = Vec::new();
         let slot = self.slots.entry(own.slot).or_insert_with(|| Slot::new(own.slot, self.config.node));
-        let mut ctx = Self::ctx(&self.config, &self.app, own.slot, now, &mut out, &mut self.timers);
+        let mut ctx =
+            Self::ctx(&self.config, &self.app, &self.unresponsive, own.slot, now, &mut out, &mut self.timers);
         slot.restore(&mut ctx, own);
         self.report_externalized(now, &mut out);
         self.arm_rebroadcast(now, &mut out);
@@ -427,12 +442,13 @@ impl<A: Application> Node<A> {
     fn ctx<'a>(
         config: &'a Config,
         app: &'a A,
+        unresponsive: &'a BTreeSet<NodeId>,
         slot: SlotIndex,
         now: Duration,
         out: &'a mut Vec<Output>,
         timers: &'a mut BTreeMap<TimerId, Duration>,
     ) -> Ctx<'a> {
-        Ctx { now, config, app, slot, out, timers }
+        Ctx { now, config, app, slot, out, timers, unresponsive }
     }
 
     fn receive(&mut self, now: Duration, st: Statement, out: &mut Vec<Output>) -> Result<(), Rejection> {
@@ -448,7 +464,8 @@ impl<A: Application> Node<A> {
         }
         let starts_nomination = st.slot == self.next && !st.pledges.is_ballot();
         let slot = self.slots.entry(st.slot).or_insert_with(|| Slot::new(st.slot, self.config.node));
-        let mut ctx = Self::ctx(&self.config, &self.app, st.slot, now, out, &mut self.timers);
+        let mut ctx =
+            Self::ctx(&self.config, &self.app, &self.unresponsive, st.slot, now, out, &mut self.timers);
         slot.receive(&mut ctx, st)?;
         if starts_nomination && !slot.nomination_started() {
             // A peer is nominating for our current slot: join in even if we have nothing
@@ -480,7 +497,8 @@ impl<A: Application> Node<A> {
         }
         self.proposal = Some(value.clone());
         let slot = self.slots.entry(self.next).or_insert_with(|| Slot::new(self.next, self.config.node));
-        let mut ctx = Self::ctx(&self.config, &self.app, self.next, now, out, &mut self.timers);
+        let mut ctx =
+            Self::ctx(&self.config, &self.app, &self.unresponsive, self.next, now, out, &mut self.timers);
         slot.nominate(&mut ctx, Some(value), false);
         Ok(())
     }
@@ -496,7 +514,8 @@ impl<A: Application> Node<A> {
             TimerId::Rebroadcast => self.rebroadcast(out),
             TimerId::Nomination(s) | TimerId::Ballot(s) => {
                 let Some(slot) = self.slots.get_mut(&s) else { return };
-                let mut ctx = Self::ctx(&self.config, &self.app, s, now, out, &mut self.timers);
+                let mut ctx =
+                    Self::ctx(&self.config, &self.app, &self.unresponsive, s, now, out, &mut self.timers);
                 if let TimerId::Nomination(_) = timer {
                     let own = if s == self.next { self.proposal.clone() } else { None };
                     slot.nominate(&mut ctx, own, true);
@@ -548,7 +567,15 @@ impl<A: Application> Node<A> {
             // Peers may already be nominating the new slot: join them.
             if let Some(next) = self.slots.get_mut(&self.next) {
                 if next.has_peer_nominations() && !next.nomination_started() {
-                    let mut ctx = Self::ctx(&self.config, &self.app, self.next, now, out, &mut self.timers);
+                    let mut ctx = Self::ctx(
+                        &self.config,
+                        &self.app,
+                        &self.unresponsive,
+                        self.next,
+                        now,
+                        out,
+                        &mut self.timers,
+                    );
                     next.nominate(&mut ctx, None, false);
                 }
             }

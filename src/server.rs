@@ -48,6 +48,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const MAX_POOL: usize = 10_000;
 /// Interval of the protocol thread's housekeeping (re-flooding, catch-up).
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// A peer that sent nothing for this long is reported silent to the core.
+const SILENT_AFTER: Duration = Duration::from_secs(3);
 /// Longest a node lets its pool fill before proposing (see [`Server::propose_if_idle`]).
 const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// Most queued datagrams handled before persisting and sending what they produced.
@@ -122,12 +124,30 @@ impl From<StoreError> for ServerError {
 }
 
 /// The application policy SCP needs: a value is a non-empty, well-formed [`Batch`];
-/// candidates combine by union.
-pub struct WalletApp;
+/// candidates combine by union. Validity depends only on the value, so the answers for
+/// recent values are remembered: every statement about a slot carries its values again.
+#[derive(Default)]
+pub struct WalletApp {
+    known_valid: std::cell::RefCell<std::collections::HashSet<Value>>,
+}
+
+/// Values whose validity [`WalletApp`] remembers (then it starts afresh).
+const KNOWN_VALID: usize = 256;
 
 impl Application for WalletApp {
     fn validate(&self, _slot: SlotIndex, value: &Value) -> bool {
-        Batch::decode(value.as_bytes()).is_ok_and(|b| !b.is_empty())
+        if self.known_valid.borrow().contains(value) {
+            return true;
+        }
+        let valid = Batch::decode(value.as_bytes()).is_ok_and(|b| !b.is_empty());
+        if valid {
+            let mut known = self.known_valid.borrow_mut();
+            if known.len() >= KNOWN_VALID {
+                known.clear();
+            }
+            known.insert(value.clone());
+        }
+        valid
     }
 
     fn combine_candidates(&self, _slot: SlotIndex, candidates: &std::collections::BTreeSet<Value>) -> Value {
@@ -180,6 +200,10 @@ struct Server {
     notes: Vec<String>,
     /// Peers by address, to authenticate statements.
     peer_ids: HashMap<SocketAddr, NodeId>,
+    /// When each peer was last heard from (any datagram), to spot silent ones.
+    last_heard: HashMap<NodeId, Instant>,
+    /// Peers reported silent to the core.
+    silent: std::collections::BTreeSet<NodeId>,
     /// Pending requests by (client, seq), with when they were last flooded.
     pool: BTreeMap<(u64, u64), (Request, Instant)>,
     /// Where to send the reply of a pending request we received from a client.
@@ -211,8 +235,9 @@ impl Server {
         let mut scp_config = scp::Config::new(config.id, config.quorum_set.clone());
         scp_config.timeouts = config.timeouts.clone();
         let first_slot = recovered.ledger.len() + 1;
-        let node = Node::new(scp_config, WalletApp, first_slot).map_err(ServerError::Scp)?;
+        let node = Node::new(scp_config, WalletApp::default(), first_slot).map_err(ServerError::Scp)?;
         let peer_ids = config.peers.iter().map(|(id, addr)| (*addr, *id)).collect();
+        let last_heard = config.peers.keys().map(|id| (*id, Instant::now())).collect();
         let log = Log::new(config.id, config.verbosity);
         Ok(Server {
             config,
@@ -227,6 +252,8 @@ impl Server {
             catchup: catchup::CatchUp::default(),
             disk_budget: std::env::var("FBA_DISK_FULL_AFTER").ok().and_then(|v| v.parse().ok()),
             notes: recovered.notes,
+            last_heard,
+            silent: Default::default(),
             peer_ids,
             pool: BTreeMap::new(),
             waiting: HashMap::new(),
@@ -323,6 +350,9 @@ impl Server {
 
     fn on_datagram(&mut self, incoming: Incoming) -> Result<(), ServerError> {
         let from = incoming.from;
+        if let Some(peer) = self.peer_ids.get(&from) {
+            self.last_heard.insert(*peer, Instant::now());
+        }
         match incoming.datagram {
             Err(e) => self.on_malformed(from, &e),
             Ok(Datagram::Text(line)) => self.on_text(from, &line),
@@ -484,6 +514,23 @@ impl Server {
         }
         self.probe_peers();
         self.request_catchup_if_behind(false);
+        self.update_silent_peers();
+    }
+
+    /// Tells the core which peers have sent nothing for [`SILENT_AFTER`] (they still get
+    /// the one-second catch-up probe, so a live peer always answers something).
+    fn update_silent_peers(&mut self) {
+        let silent: std::collections::BTreeSet<NodeId> = self
+            .last_heard
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= SILENT_AFTER)
+            .map(|(id, _)| *id)
+            .collect();
+        if silent != self.silent {
+            self.log.protocol(format_args!("silent peers: {silent:?} (not chosen as nomination leaders)"));
+            self.node.set_unresponsive(silent.clone());
+            self.silent = silent;
+        }
     }
 
     /// Nominates the pending requests if this node has not yet proposed for the slot.

@@ -22,7 +22,9 @@
 //! itself, votes split and the slot waits a whole round. With the draft's rule, nodes that
 //! share a quorum set compute the same leaders and nomination converges in round 1.)
 //! The round's leaders are the neighbours of highest priority; leaders accumulate over
-//! rounds, and a round that would add no new leader is skipped. From a leader's NOMINATE a
+//! rounds, and a round that would add no new leader is skipped. Neighbours the shell
+//! reports as silent are left out ([`crate::scp::Node::set_unresponsive`]): a crashed
+//! leader would otherwise cost each slot it leads a round timeout. From a leader's NOMINATE a
 //! node adopts the valid value, not yet voted, with the highest
 //! `H(V=3, slot, round, value)`, preferring values the leader already accepted.
 
@@ -254,7 +256,9 @@ impl Nomination {
     /// on to further rounds while a round would add nobody new.
     fn update_round_leaders(&mut self, ctx: &Ctx) {
         let qset = &ctx.config.quorum_set;
-        let neighbours = qset.nodes();
+        let all = qset.nodes();
+        let live: BTreeSet<NodeId> = all.difference(ctx.unresponsive).copied().collect();
+        let neighbours = if live.is_empty() { all } else { live };
         for _ in 0..=neighbours.len() {
             let scored: Vec<(u64, NodeId)> =
                 neighbours.iter().map(|&n| (priority(ctx.slot, self.round, n, qset.weight(n)), n)).collect();

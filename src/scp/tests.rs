@@ -432,3 +432,30 @@ fn catching_up_skips_the_slots_decided_elsewhere() {
     assert_eq!(n.current_slot(), 40);
     assert_eq!(rejection(&mut n, prepare(PEERS[0], ballot(1, &x()), None, 0, 0)), Rejection::TooOld);
 }
+
+#[test]
+fn silent_peers_are_not_chosen_as_nomination_leaders() {
+    let q = qset();
+    let ranked = |slot: SlotIndex| {
+        let mut r: Vec<(u64, NodeId)> =
+            q.nodes().into_iter().map(|n| (nomination::priority(slot, 1, n, q.weight(n)), n)).collect();
+        r.sort_unstable_by(|a, b| b.cmp(a));
+        r
+    };
+    // A slot whose round-1 leader is a peer, with this node next in line.
+    let slot = (1..10_000).find(|&s| ranked(s)[1].1 == ME && ranked(s)[1].0 > 0).expect("such a slot exists");
+    let leader = ranked(slot)[0].1;
+    let propose = |silent: &[NodeId]| {
+        let mut n = Node::new(Config::new(ME, qset()), MaxApp, slot).expect("sane config");
+        n.set_unresponsive(silent.iter().copied().collect());
+        let out = n.handle(T0, Input::Propose(x())).expect("valid proposal");
+        broadcasts(&out).into_iter().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(propose(&[]), vec![], "not a leader: waits for {leader}'s value");
+    assert_eq!(propose(&[leader]), vec![Pledges::Nominate { voted: [x()].into(), accepted: [].into() }]);
+    assert_eq!(
+        propose(&[NodeId(1), NodeId(2), NodeId(3), NodeId(4), NodeId(5)]),
+        vec![],
+        "all silent: ignored"
+    );
+}

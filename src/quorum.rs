@@ -158,53 +158,31 @@ impl QuorumSet {
 
     /// Does the set of nodes described by `contains` include one of these slices?
     pub fn is_slice(&self, contains: &impl Fn(NodeId) -> bool) -> bool {
-        let mut needed = self.threshold as usize;
-        if needed == 0 {
-            return false;
-        }
-        for &v in &self.validators {
-            if contains(v) {
-                needed -= 1;
-                if needed == 0 {
-                    return true;
-                }
-            }
-        }
-        for inner in &self.inner_sets {
-            if inner.is_slice(contains) {
-                needed -= 1;
-                if needed == 0 {
-                    return true;
-                }
-            }
-        }
-        false
+        self.threshold > 0
+            && self.entries_satisfying(self.threshold as usize, contains, &|inner| inner.is_slice(contains))
     }
 
     /// Does the set described by `contains` intersect every slice (is it v-blocking)?
+    /// With threshold t of n entries, n - t + 1 blocked entries leave fewer than t that
+    /// could be satisfied.
     pub fn is_v_blocking(&self, contains: &impl Fn(NodeId) -> bool) -> bool {
-        if self.threshold == 0 {
-            return false;
-        }
-        // n - t + 1 blocked entries leave fewer than t entries that could be satisfied.
-        let mut needed = self.entries() + 1 - self.threshold as usize;
-        for &v in &self.validators {
-            if contains(v) {
-                needed -= 1;
-                if needed == 0 {
-                    return true;
-                }
-            }
-        }
-        for inner in &self.inner_sets {
-            if inner.is_v_blocking(contains) {
-                needed -= 1;
-                if needed == 0 {
-                    return true;
-                }
-            }
-        }
-        false
+        self.threshold > 0
+            && self.entries_satisfying(self.entries() + 1 - self.threshold as usize, contains, &|inner| {
+                inner.is_v_blocking(contains)
+            })
+    }
+
+    /// Do at least `needed` entries qualify: validators in `contains`, inner sets by `inner`?
+    fn entries_satisfying(
+        &self,
+        needed: usize,
+        contains: &impl Fn(NodeId) -> bool,
+        inner: &impl Fn(&QuorumSet) -> bool,
+    ) -> bool {
+        let validators = self.validators.iter().filter(|v| contains(**v)).count();
+        validators >= needed
+            || validators + self.inner_sets.iter().filter(|q| inner(q)).take(needed - validators).count()
+                >= needed
     }
 
     /// The leader-selection weight of `node` (draft §3.3): the fraction of this node's

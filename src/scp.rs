@@ -281,6 +281,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// Our own statement with these pledges, for this slot.
+    pub fn own_statement(&self, pledges: Pledges) -> Statement {
+        Statement {
+            node: self.config.node,
+            slot: self.slot,
+            quorum_set: self.config.quorum_set.clone(),
+            pledges,
+        }
+    }
+
     /// Does the application accept every value the pledges carry?
     pub fn values_valid(&self, pledges: &Pledges) -> bool {
         pledges.values().into_iter().all(|v| self.app.validate(self.slot, v))

@@ -705,10 +705,10 @@ impl Server {
         self.ledger.append(slot, batch).map(drop).map_err(ServerError::Ledger)
     }
 
-    /// Writes the database file (the ledger's projection, so no fsync: the ledger entry
-    /// is already synced) and prints its entries.
+    /// Writes the database file (temp file, fsync, rename; the directory sync is left out
+    /// because the file is the projection of the already synced ledger) and prints it.
     fn save_db(&mut self) -> Result<(), ServerError> {
-        self.store.save_unsynced(self.wallet.entries())?;
+        self.store.save_projection(self.wallet.entries())?;
         self.print_entries();
         Ok(())
     }

@@ -245,11 +245,12 @@ impl Store {
         self.replace(entries, true)
     }
 
-    /// Like [`Store::save`], atomic (readers see the old or the new file, never a mix) but
-    /// without the fsyncs: for a file that can be rebuilt from a durable log, such as the
-    /// node's ledger. After a power loss it may hold an older content, which recovery
-    /// rolls forward.
-    pub fn save_unsynced<K: AsRef<str>>(
+    /// Like [`Store::save`] (temp file, fsync, rename: readers and crashes see the old or
+    /// the new file, never a mix) but without syncing the directory afterwards: for a file
+    /// that is the projection of a durable log, such as the node's ledger. After a power
+    /// loss the rename may be undone, leaving the previous content, which recovery rolls
+    /// forward from the log.
+    pub fn save_projection<K: AsRef<str>>(
         &self,
         entries: impl IntoIterator<Item = (K, Amount)>,
     ) -> Result<(), StoreError> {
@@ -265,7 +266,7 @@ impl Store {
         let dir = self.dir();
         fs::create_dir_all(dir).map_err(|e| self.io_error("create directory", dir, e))?;
         let temp = self.temp_path();
-        let written = self.write_new(&temp, content.as_bytes(), durable);
+        let written = self.write_synced(&temp, content.as_bytes());
         let renamed = written.and_then(|()| {
             fs::rename(&temp, &self.path)
                 .map_err(|e| self.io_error("rename temporary file over", &self.path, e))
@@ -289,18 +290,15 @@ impl Store {
         self.dir().join(format!(".{name}.{}.{unique}.tmp", std::process::id()))
     }
 
-    /// Creates `path` (which must not exist), writes `bytes` and, if `durable`, fsyncs it.
-    fn write_new(&self, path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
+    /// Creates `path` (which must not exist), writes `bytes` and fsyncs it.
+    fn write_synced(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)
             .map_err(|e| self.io_error("create temporary file", path, e))?;
         file.write_all(bytes).map_err(|e| self.io_error("write temporary file", path, e))?;
-        if durable {
-            file.sync_all().map_err(|e| self.io_error("sync temporary file", path, e))?;
-        }
-        Ok(())
+        file.sync_all().map_err(|e| self.io_error("sync temporary file", path, e))
     }
 
     fn io_error(&self, operation: &'static str, path: &Path, source: io::Error) -> StoreError {

@@ -480,13 +480,7 @@ impl BallotProtocol {
         self.check_invariants();
         let Some(pledges) = self.own_pledges() else { return };
         debug_assert_eq!(pledges.check_sanity(true), Ok(()), "own statement insane: {}", self.describe());
-        let st = Statement {
-            node: ctx.config.node,
-            slot: ctx.slot,
-            quorum_set: ctx.config.quorum_set.clone(),
-            pledges,
-        };
-        self.m.insert(ctx.config.node, st);
+        self.m.insert(ctx.config.node, ctx.own_statement(pledges));
     }
 
     fn own_pledges(&self) -> Option<Pledges> {

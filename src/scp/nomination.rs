@@ -180,13 +180,7 @@ impl Nomination {
         }
         let voted = self.votes.difference(&self.accepted).cloned().collect();
         let pledges = Pledges::Nominate { voted, accepted: self.accepted.clone() };
-        let st = Statement {
-            node: ctx.config.node,
-            slot: ctx.slot,
-            quorum_set: ctx.config.quorum_set.clone(),
-            pledges,
-        };
-        self.latest.insert(ctx.config.node, st);
+        self.latest.insert(ctx.config.node, ctx.own_statement(pledges));
     }
 
     /// Accept nominate(v) when a v-blocking set accepted it or a quorum voted or accepted it.

@@ -13,7 +13,7 @@ trap 'stop; rm -rf "$work"' EXIT
 run() {
   local title=$1; shift
   echo "=== $title"
-  rm -f "$work"/*.db "$work"/*.log
+  rm -f "$work"/assignment3_* "$work"/*.log   # a fresh cluster: no database, ledger or journal
   for port in "$@"; do
     "$bin/fba_server" "$port" --data-dir "$work" > "$work/node$port.log" 2>&1 &
     pids+=($!)

@@ -348,6 +348,20 @@ fn a_torn_last_ledger_entry_is_dropped_and_fetched_again() {
 }
 
 #[test]
+fn a_missing_database_is_rebuilt_from_the_ledger() {
+    let mut cluster = Cluster::start(4, 3, &[]);
+    let acked = five_writes(&cluster);
+    cluster.kill(1);
+    std::fs::remove_file(cluster.db_path(1)).unwrap();
+    cluster.start_node_with(1, &[], &[]);
+    let log = cluster.log(1);
+    assert!(log.contains("was missing: rebuilt from the ledger"), "{log}");
+    assert!(!log.contains("kept as"), "nothing to set aside: {log}");
+    assert_eq!(cluster.db(1), cluster.db(0), "rebuilt before it listens");
+    assert_eq!(check_final_state(&mut cluster, &acked), 5);
+}
+
+#[test]
 fn a_corrupt_database_is_set_aside_and_rewritten_from_the_ledger() {
     let mut cluster = Cluster::start(4, 3, &[]);
     let acked = five_writes(&cluster);

@@ -6,7 +6,8 @@
 //! A database file one slot behind the ledger is the normal trace of a crash between the
 //! two writes and is rolled forward. Any other difference (a damaged or edited file) is
 //! set aside as `<name>.db.bad-<unix time>` and the file rewritten from the ledger: nothing
-//! is lost and the node never starts empty over existing data. A database with entries but
+//! is lost and the node never starts empty over existing data. A missing database is
+//! simply rebuilt. A database with entries but
 //! no ledger cannot be checked, and the node refuses to start on it.
 
 use super::ServerError;
@@ -94,6 +95,9 @@ fn reconcile(
                 "database was one slot behind the ledger (slot {}): rolled forward",
                 ledger.len()
             ));
+        }
+        Ok(_) if !store.path().exists() => {
+            notes.push(format!("database {} was missing: rebuilt from the ledger", store.path().display()));
         }
         Ok(_) => set_aside(store, "differed from the ledger", notes)?,
         Err(e) => set_aside(store, &e.to_string(), notes)?,

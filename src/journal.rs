@@ -11,6 +11,7 @@
 //! file was damaged, and the node refuses to start rather than forget what it said. The
 //! journal is rewritten (atomically) with only the statements still needed once it grows.
 
+use crate::fsio::IoFailure;
 use crate::scp::{SlotIndex, Statement};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,15 +25,8 @@ const COMPACT_AT: u64 = 1 << 20;
 /// Why the journal could not be read or written.
 #[derive(Debug)]
 pub enum JournalError {
-    /// An I/O operation failed.
-    Io {
-        /// What was being done.
-        operation: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
+    /// The operating system refused an operation.
+    Io(IoFailure),
     /// A line other than the last is not a statement of this node.
     Corrupt {
         /// The file.
@@ -45,9 +39,7 @@ pub enum JournalError {
 impl fmt::Display for JournalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JournalError::Io { operation, path, source } => {
-                write!(f, "cannot {operation} SCP journal {}: {source}", path.display())
-            }
+            JournalError::Io(e) => e.fmt(f),
             JournalError::Corrupt { path, line } => write!(
                 f,
                 "SCP journal {} is damaged at line {line}; the node cannot know what it said before",
@@ -75,7 +67,8 @@ impl Journal {
     /// Opens (or creates) the journal and returns the latest statement of each slot.
     pub fn open(dir: &Path, port: u16) -> Result<(Journal, BTreeMap<SlotIndex, Statement>), JournalError> {
         let path = dir.join(Self::file_name(port));
-        let io_err = |operation, source| JournalError::Io { operation, path: path.clone(), source };
+        let io_err =
+            |operation, source| JournalError::Io(IoFailure { operation, path: path.clone(), source });
         let text = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -110,7 +103,8 @@ impl Journal {
         if buf.is_empty() {
             return Ok(());
         }
-        let io_err = |operation, source| JournalError::Io { operation, path: self.path.clone(), source };
+        let io_err =
+            |operation, source| JournalError::Io(IoFailure { operation, path: self.path.clone(), source });
         self.file.write_all(&buf).map_err(|e| io_err("append to", e))?;
         self.file.sync_data().map_err(|e| io_err("sync", e))?;
         self.bytes += buf.len() as u64;
@@ -131,7 +125,8 @@ impl Journal {
 
     /// Atomically replaces the journal with `keep`: temp file, fsync, rename, fsync dir.
     fn rewrite<'a>(&mut self, keep: impl IntoIterator<Item = &'a Statement>) -> Result<(), JournalError> {
-        let io_err = |operation, source| JournalError::Io { operation, path: self.path.clone(), source };
+        let io_err =
+            |operation, source| JournalError::Io(IoFailure { operation, path: self.path.clone(), source });
         let mut buf = Vec::new();
         for st in keep {
             serde_json::to_writer(&mut buf, st).expect("statements serialize");
@@ -142,7 +137,7 @@ impl Journal {
         f.write_all(&buf).and_then(|()| f.sync_all()).map_err(|e| io_err("write", e))?;
         fs::rename(&tmp, &self.path).map_err(|e| io_err("replace", e))?;
         if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("sync the directory of", e))?;
+            crate::fsio::sync_dir(dir).map_err(|e| io_err("sync the directory of", e))?;
         }
         self.file = OpenOptions::new().append(true).open(&self.path).map_err(|e| io_err("reopen", e))?;
         self.bytes = buf.len() as u64;

@@ -69,6 +69,7 @@
 //! The ledger keeps no batches in memory: only the byte offset of every line (8 bytes per
 //! slot), the end of the file and the last hash. Reads open their own read handle.
 
+use crate::fsio::{sync_dir, IoFailure};
 use crate::hash::{hex, unhex, Digest, Sha256};
 use crate::wallet::{Batch, WalletError, MAX_BATCH_BYTES};
 use std::fmt;
@@ -115,14 +116,7 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum LedgerError {
     /// The operating system refused an operation.
-    Io {
-        /// What was being done, e.g. `"open ledger file"`.
-        operation: &'static str,
-        /// The file or directory concerned.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
+    Io(IoFailure),
     /// A line of the file is not a valid entry (and is not a droppable torn tail).
     Corrupt {
         /// The file.
@@ -199,9 +193,7 @@ impl EntryProblem {
 impl fmt::Display for LedgerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LedgerError::Io { operation, path, source } => {
-                write!(f, "cannot {operation} {}: {source}", path.display())
-            }
+            LedgerError::Io(e) => e.fmt(f),
             LedgerError::Corrupt { path, line, problem } => {
                 write!(f, "corrupt ledger file {}: line {line} (slot {line}): {problem}", path.display())
             }
@@ -243,14 +235,14 @@ impl fmt::Display for EntryProblem {
 impl std::error::Error for LedgerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            LedgerError::Io { source, .. } => Some(source),
+            LedgerError::Io(e) => Some(e),
             _ => None,
         }
     }
 }
 
 fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LedgerError + 'a {
-    move |source| LedgerError::Io { operation, path: path.to_path_buf(), source }
+    move |source| LedgerError::Io(IoFailure { operation, path: path.to_path_buf(), source })
 }
 
 fn corrupt(path: &Path, line: u64, problem: EntryProblem) -> LedgerError {
@@ -677,17 +669,6 @@ fn truncate(path: &Path, len: u64) -> io::Result<()> {
     let file = OpenOptions::new().write(true).open(path)?;
     file.set_len(len)?;
     file.sync_all()
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Directories cannot be opened for syncing here.
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]

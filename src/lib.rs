@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod config;
+pub mod fsio;
 pub mod hash;
 pub mod journal;
 pub mod ledger;

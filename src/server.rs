@@ -27,6 +27,7 @@ mod recovery;
 pub use recovery::{verify, Verified};
 
 use crate::config::{ServerConfig, Verbosity};
+use crate::fsio::IoFailure;
 use crate::journal::{Journal, JournalError};
 use crate::ledger::{Ledger, LedgerError};
 use crate::net::{self, Datagram, DecodeError, Endpoint, Faults, Incoming, Message, Outbox};
@@ -698,7 +699,11 @@ impl Server {
             if *budget == 0 {
                 let source = std::io::Error::from_raw_os_error(28); // ENOSPC, injected by the test hook
                 let path = self.ledger.path().to_path_buf();
-                return Err(ServerError::Ledger(LedgerError::Io { operation: "append to", path, source }));
+                return Err(ServerError::Ledger(LedgerError::Io(IoFailure {
+                    operation: "append to",
+                    path,
+                    source,
+                })));
             }
             *budget -= 1;
         }

@@ -37,10 +37,11 @@
 //!   empty); since saves here are atomic, an empty file can only be damage;
 //! * no byte-order mark, no lone surrogate escapes (a Rust string cannot hold one).
 
+use crate::fsio::{sync_dir, IoFailure};
 use crate::wallet::{Amount, Key, WalletError};
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,14 +57,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub enum StoreError {
     /// The operating system refused an operation.
-    Io {
-        /// What was being done, e.g. `"read"` or `"rename temporary file over"`.
-        operation: &'static str,
-        /// The file or directory concerned.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
+    Io(IoFailure),
     /// The file exists but is not a valid wallet database.
     Corrupt {
         /// The file.
@@ -139,9 +133,7 @@ pub enum CorruptReason {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Io { operation, path, source } => {
-                write!(f, "cannot {operation} {}: {source}", path.display())
-            }
+            StoreError::Io(e) => e.fmt(f),
             StoreError::Corrupt { path, reason } => {
                 write!(f, "corrupt database file {}: {reason}", path.display())
             }
@@ -180,7 +172,7 @@ impl fmt::Display for CorruptReason {
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StoreError::Io { source, .. } => Some(source),
+            StoreError::Io(e) => Some(e),
             StoreError::Corrupt { .. } => None,
         }
     }
@@ -302,20 +294,8 @@ impl Store {
     }
 
     fn io_error(&self, operation: &'static str, path: &Path, source: io::Error) -> StoreError {
-        StoreError::Io { operation, path: path.to_path_buf(), source }
+        StoreError::Io(IoFailure { operation, path: path.to_path_buf(), source })
     }
-}
-
-/// Makes a rename inside `dir` durable.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Directories cannot be opened for syncing here; the rename is as durable as it gets.
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -780,7 +760,7 @@ mod tests {
         fs::remove_file(store.path()).unwrap();
         fs::create_dir(store.path()).unwrap();
         let err = store.load().unwrap_err();
-        assert!(matches!(&err, StoreError::Io { operation: "read", .. }), "{err:?}");
+        assert!(matches!(&err, StoreError::Io(IoFailure { operation: "read", .. })), "{err:?}");
         assert!(std::error::Error::source(&err).is_some());
     }
 
@@ -804,11 +784,14 @@ mod tests {
         fs::create_dir(store.path()).unwrap();
         fs::write(store.path().join("keep"), b"x").unwrap();
         let err = store.save([("foo", Amount::ZERO)]).unwrap_err();
-        assert!(matches!(&err, StoreError::Io { operation: "rename temporary file over", .. }), "{err:?}");
+        assert!(
+            matches!(&err, StoreError::Io(IoFailure { operation: "rename temporary file over", .. })),
+            "{err:?}"
+        );
         assert_eq!(scratch.files(), ["assignment3_5002.db"], "the temporary file was removed");
         let blocked = Store::new(store.path().join("keep"), 1);
         let err = blocked.save([("foo", Amount::ZERO)]).unwrap_err();
-        assert!(matches!(&err, StoreError::Io { operation: "create directory", .. }), "{err:?}");
+        assert!(matches!(&err, StoreError::Io(IoFailure { operation: "create directory", .. })), "{err:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! no ledger cannot be checked, and the node refuses to start on it.
 
 use super::ServerError;
+use crate::fsio::IoFailure;
 use crate::hash::{hex, Digest};
 use crate::journal::Journal;
 use crate::ledger::{Ledger, Recovery};
@@ -88,7 +89,7 @@ fn reconcile(
                 entries: found.len(),
             })
         }
-        Err(e @ StoreError::Io { .. }) => return Err(ServerError::Store(e)),
+        Err(e @ StoreError::Io(_)) => return Err(ServerError::Store(e)),
         Err(e) if ledger.is_empty() => return Err(ServerError::Store(e)),
         Ok(found) if Some(&found) == before_last.as_ref() => {
             notes.push(format!(
@@ -111,13 +112,8 @@ fn set_aside(store: &Store, why: &str, notes: &mut Vec<String>) -> Result<(), Se
     let mut aside = store.path().as_os_str().to_owned();
     aside.push(format!(".bad-{stamp}"));
     if store.path().exists() {
-        std::fs::rename(store.path(), &aside).map_err(|source| {
-            ServerError::Store(StoreError::Io {
-                operation: "set aside",
-                path: store.path().to_path_buf(),
-                source,
-            })
-        })?;
+        std::fs::rename(store.path(), &aside)
+            .map_err(|e| ServerError::Store(StoreError::Io(IoFailure::of("set aside", store.path())(e))))?;
     }
     notes.push(format!(
         "database {} {why}: kept as {} and rewritten from the ledger",

@@ -111,13 +111,18 @@ impl Journal {
         Ok(())
     }
 
+    /// Has the journal grown enough to be worth compacting?
+    pub fn is_large(&self) -> bool {
+        self.bytes >= COMPACT_AT
+    }
+
     /// Once the journal is large, rewrites it with only `keep` (the statements of slots
     /// still undecided).
     pub fn compact_if_large<'a>(
         &mut self,
         keep: impl IntoIterator<Item = &'a Statement>,
     ) -> Result<(), JournalError> {
-        if self.bytes < COMPACT_AT {
+        if !self.is_large() {
             return Ok(());
         }
         self.rewrite(keep)

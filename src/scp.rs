@@ -423,7 +423,7 @@ impl<A: Application> Node<A> {
             return Err(Rejection::TooOld);
         }
         let mut out = Vec::new();
-        let slot = self.slots.entry(own.slot).or_insert_with(|| Slot::new(own.slot, self.config.node));
+        let slot = self.slots.entry(own.slot).or_insert_with(|| Slot::new(self.config.node));
         let mut ctx =
             Self::ctx(&self.config, &self.app, &self.unresponsive, own.slot, now, &mut out, &mut self.timers);
         slot.restore(&mut ctx, own);
@@ -473,7 +473,7 @@ impl<A: Application> Node<A> {
             return Err(Rejection::TooFarAhead);
         }
         let starts_nomination = st.slot == self.next && !st.pledges.is_ballot();
-        let slot = self.slots.entry(st.slot).or_insert_with(|| Slot::new(st.slot, self.config.node));
+        let slot = self.slots.entry(st.slot).or_insert_with(|| Slot::new(self.config.node));
         let mut ctx =
             Self::ctx(&self.config, &self.app, &self.unresponsive, st.slot, now, out, &mut self.timers);
         slot.receive(&mut ctx, st)?;
@@ -506,7 +506,7 @@ impl<A: Application> Node<A> {
             return Err(Rejection::InvalidValue);
         }
         self.proposal = Some(value.clone());
-        let slot = self.slots.entry(self.next).or_insert_with(|| Slot::new(self.next, self.config.node));
+        let slot = self.slots.entry(self.next).or_insert_with(|| Slot::new(self.config.node));
         let mut ctx =
             Self::ctx(&self.config, &self.app, &self.unresponsive, self.next, now, out, &mut self.timers);
         slot.nominate(&mut ctx, Some(value), false);

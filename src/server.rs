@@ -37,7 +37,7 @@ use crate::scp::{
 };
 use crate::store::{Store, StoreError};
 use crate::timer::{self, TimerCommand};
-use crate::wallet::{self, Batch, Op, Outcome, Reply, Request, Wallet, WalletError};
+use crate::wallet::{self, Batch, Op, Outcome, Reply, Request, Wallet};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -65,8 +65,6 @@ const REFLOOD_AFTER: Duration = Duration::from_secs(1);
 pub enum ServerError {
     /// The database file could not be read, is corrupt, or could not be written.
     Store(StoreError),
-    /// The database file holds something the wallet refuses (e.g. a key twice).
-    Wallet(WalletError),
     /// The UDP socket could not be bound.
     Bind(SocketAddr, std::io::Error),
     /// A thread could not be started.
@@ -97,7 +95,6 @@ impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerError::Store(e) => write!(f, "{e}"),
-            ServerError::Wallet(e) => write!(f, "database content refused: {e}"),
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServerError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
             ServerError::Scp(e) => write!(f, "consensus configuration: {e}"),
@@ -551,7 +548,9 @@ impl Server {
         }
         self.proposed = Some(slot);
         self.filling_since = None;
-        let batch = Batch::new(self.pool.values().map(|(r, _)| r.clone()).collect());
+        // The pool is ordered by (client, seq), as a batch is: its head is the next batch.
+        let head = self.pool.values().take(wallet::MAX_BATCH_REQUESTS).map(|(r, _)| r.clone()).collect();
+        let batch = Batch::new(head);
         self.step(Input::Propose(Value::new(batch.encode()))).map(drop)
     }
 
@@ -642,6 +641,9 @@ impl Server {
 
     /// Rewrites the journal once it is large, keeping the statements of undecided slots.
     fn compact_journal(&mut self) -> Result<(), ServerError> {
+        if !self.journal.is_large() {
+            return Ok(());
+        }
         let next = self.node.current_slot();
         let keep: Vec<Statement> = (next..=next + self.node.config().max_slots_ahead)
             .flat_map(|slot| self.node.own_statements(slot))

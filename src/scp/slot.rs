@@ -8,7 +8,7 @@
 
 use super::ballot::BallotProtocol;
 use super::nomination::Nomination;
-use super::{Ctx, Pledges, Rejection, SlotIndex, Statement};
+use super::{Ctx, Pledges, Rejection, Statement};
 use crate::quorum::{self, NodeId, QuorumSet};
 use std::collections::BTreeMap;
 
@@ -57,7 +57,7 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub fn new(_index: SlotIndex, me: NodeId) -> Self {
+    pub fn new(me: NodeId) -> Self {
         Slot {
             me,
             nomination: Nomination::default(),

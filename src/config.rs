@@ -95,6 +95,8 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// How much to print.
     pub verbosity: Verbosity,
+    /// Peer authentication keys (`--key-file`); `None` in development mode.
+    pub keys: Option<crate::auth::NetworkKeys>,
 }
 
 /// A configuration problem, named precisely.
@@ -176,6 +178,7 @@ impl ServerArgs {
                 (_, true) => Verbosity::Verbose,
                 _ => Verbosity::Normal,
             },
+            keys: None,
         })
     }
 

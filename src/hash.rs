@@ -1,5 +1,5 @@
-//! SHA-256 (FIPS 180-4), written out so that every hash the protocol depends on is
-//! identical on every build, platform and Rust release.
+//! SHA-256 (FIPS 180-4, from the vetted `ring` crate), hex and base64: every hash the
+//! protocol depends on is identical on every build, platform and Rust release.
 //!
 //! The SCP core uses it for nomination leader priorities and value ordering (both must
 //! agree across nodes, so std's randomly keyed `DefaultHasher` is unusable), for the stable
@@ -8,28 +8,11 @@
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];
 
-const K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-];
-
-const H0: [u32; 8] =
-    [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
-
-/// An incremental SHA-256 computation.
+/// An incremental SHA-256 computation (`ring`'s, hardware-accelerated where the CPU
+/// allows; its output is the FIPS 180-4 digest, byte for byte what the portable version
+/// this crate used to carry produced, so ledgers written before stay valid).
 #[derive(Clone)]
-pub struct Sha256 {
-    state: [u32; 8],
-    block: [u8; 64],
-    filled: usize,
-    length: u64,
-}
+pub struct Sha256(ring::digest::Context);
 
 impl Default for Sha256 {
     fn default() -> Self {
@@ -40,78 +23,25 @@ impl Default for Sha256 {
 impl Sha256 {
     /// A fresh hasher.
     pub fn new() -> Self {
-        Sha256 { state: H0, block: [0; 64], filled: 0, length: 0 }
+        Sha256(ring::digest::Context::new(&ring::digest::SHA256))
     }
 
     /// Feeds `data` into the hash.
-    pub fn update(&mut self, mut data: &[u8]) -> &mut Self {
-        self.length = self.length.wrapping_add(data.len() as u64);
-        while !data.is_empty() {
-            let take = (64 - self.filled).min(data.len());
-            self.block[self.filled..self.filled + take].copy_from_slice(&data[..take]);
-            self.filled += take;
-            data = &data[take..];
-            if self.filled == 64 {
-                compress(&mut self.state, &self.block);
-                self.filled = 0;
-            }
-        }
+    pub fn update(&mut self, data: &[u8]) -> &mut Self {
+        self.0.update(data);
         self
     }
 
-    /// Pads the message and returns the digest.
+    /// The digest of everything fed so far.
     pub fn finish(&self) -> Digest {
-        let mut h = self.clone();
-        let bits = self.length.wrapping_mul(8);
-        h.update(&[0x80]);
-        while h.filled != 56 {
-            h.update(&[0]);
-        }
-        h.update(&bits.to_be_bytes());
-        debug_assert_eq!(h.filled, 0);
-        let mut out = [0u8; 32];
-        for (chunk, word) in out.chunks_exact_mut(4).zip(h.state) {
-            chunk.copy_from_slice(&word.to_be_bytes());
-        }
-        out
-    }
-}
-
-fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
-    let mut w = [0u32; 64];
-    for (i, chunk) in block.chunks_exact(4).enumerate() {
-        w[i] = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-    }
-    for i in 16..64 {
-        let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-        let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16].wrapping_add(s0).wrapping_add(w[i - 7]).wrapping_add(s1);
-    }
-    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
-    for i in 0..64 {
-        let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-        let ch = (e & f) ^ (!e & g);
-        let t1 = h.wrapping_add(s1).wrapping_add(ch).wrapping_add(K[i]).wrapping_add(w[i]);
-        let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-        let maj = (a & b) ^ (a & c) ^ (b & c);
-        let t2 = s0.wrapping_add(maj);
-        h = g;
-        g = f;
-        f = e;
-        e = d.wrapping_add(t1);
-        d = c;
-        c = b;
-        b = a;
-        a = t1.wrapping_add(t2);
-    }
-    for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
-        *s = s.wrapping_add(v);
+        let digest = self.0.clone().finish();
+        digest.as_ref().try_into().expect("SHA-256 digests are 32 bytes")
     }
 }
 
 /// SHA-256 of one byte string.
 pub fn sha256(data: &[u8]) -> Digest {
-    Sha256::new().update(data).finish()
+    ring::digest::digest(&ring::digest::SHA256, data).as_ref().try_into().expect("SHA-256 digests are 32 bytes")
 }
 
 /// Lower-case hex of a byte string.

@@ -13,6 +13,7 @@
 //! * [`client`]: the client side used by `fba_client`.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod fsio;

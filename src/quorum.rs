@@ -20,6 +20,8 @@
 //!
 //! Nothing here logs, allocates on the hot path beyond small vectors, or does I/O.
 
+pub mod intersection;
+
 use crate::hash::{Digest, Sha256};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

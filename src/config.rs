@@ -5,14 +5,30 @@
 //! peers on other hosts, a different threshold, or a nested quorum set read from a JSON
 //! file such as `{"threshold": 2, "inner_sets": [{"threshold": 2, "validators": [1, 2, 3]}, …]}`.
 //! Every problem is reported as one [`ConfigError`] naming it; nothing starts half-configured.
+//!
+//! **Trust.** With `--key-file` (written by `fba_server keygen`, see [`crate::keys`]) every
+//! peer datagram is authenticated, and the node may bind any address. Without one the node
+//! is in *development mode*: peers are recognised by source address only, so it binds only
+//! loopback addresses and talks only to loopback peers.
+//!
+//! **Identity.** A node's id is explicit (`--id`, `ID@HOST:PORT`, the key file) or derived
+//! from its address by [`derive_node_id`]; a peer entry at our own address is us, a peer
+//! with our id elsewhere, and two peers with one id or one address, are refused.
+//!
+//! **Safety.** A quorum configuration whose quorums need not intersect (flat: 2·t ≤ n) is
+//! refused, naming two disjoint quorums, unless `--unsafe-quorum` is given.
 
+use crate::hash::sha256;
+use crate::keys::KeyFile;
+use crate::quorum::intersection::{self, Intersection};
 use crate::quorum::{NodeId, QuorumSet, QuorumSetError};
 use crate::scp::Timeouts;
 use clap::Parser;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The ports of the assignment's four nodes.
@@ -20,20 +36,35 @@ pub const ASSIGNMENT_PORTS: [u16; 4] = [3000, 3001, 3002, 3003];
 
 /// `fba_server`: one node of the replicated wallet store.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "fba_server", version, about = "One node of the fba replicated wallet store (SCP over UDP)")]
+#[command(
+    name = "fba_server",
+    version,
+    about = "One node of the fba replicated wallet store (SCP over UDP)",
+    after_help = "Subcommands (each with its own --help):\n  \
+                  fba_server keygen --out DIR [ID@]HOST:PORT...   write one key file per node\n  \
+                  fba_server check-quorum FILE...                 check a network's quorum intersection"
+)]
 pub struct ServerArgs {
-    /// UDP port to listen on; also the node id unless --id is given.
+    /// UDP port to listen on; also names the database files (with --key-file it must be the
+    /// port of this node's address in the file).
     pub port: u16,
-    /// Address to bind.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind: IpAddr,
-    /// This node's id (default: the port).
+    /// Address to bind (default: 127.0.0.1, or with --key-file the IP of this node's address
+    /// in it). Without --key-file only loopback addresses are allowed.
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// This node's id (default: the key file's, else derived from the bind address and port:
+    /// on loopback the port itself).
     #[arg(long)]
     pub id: Option<u64>,
-    /// A peer as `host:port` (id = port) or `id@host:port`; repeat for each peer.
-    /// Default: the assignment's nodes 3000-3003 on the bind address.
+    /// A peer as `host:port` (id derived from the address: the port on loopback) or
+    /// `id@host:port`; repeat for each peer. Default: the key file's other nodes, else the
+    /// assignment's nodes 3000-3003 on the bind address.
     #[arg(long = "peer", value_name = "[ID@]HOST:PORT")]
     pub peers: Vec<String>,
+    /// Key file written by `fba_server keygen`: authenticate every peer datagram. Without it
+    /// the node runs in development mode (loopback only).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
     /// Quorum threshold over this node and its peers (default: 3 of the 4 assignment nodes,
     /// otherwise the smallest threshold above two thirds).
     #[arg(long)]
@@ -41,6 +72,9 @@ pub struct ServerArgs {
     /// JSON file with a (possibly nested) quorum set; overrides --threshold.
     #[arg(long, value_name = "FILE")]
     pub quorum_file: Option<PathBuf>,
+    /// Start even if two quorums of the configuration can be disjoint (the network can fork).
+    #[arg(long)]
+    pub unsafe_quorum: bool,
     /// Directory of the database file `assignment3_<port>.db`.
     #[arg(long, default_value = ".")]
     pub data_dir: PathBuf,
@@ -97,6 +131,73 @@ pub struct ServerConfig {
     pub verbosity: Verbosity,
     /// Peer authentication keys (`--key-file`); `None` in development mode.
     pub keys: Option<crate::auth::NetworkKeys>,
+    /// Complete lines to print at start-up (such as an unsafe quorum allowed by
+    /// `--unsafe-quorum`).
+    pub warnings: Vec<String>,
+}
+
+impl ServerConfig {
+    /// Development mode: no key file, so peers are trusted by source address (and every
+    /// address is loopback).
+    pub fn development_mode(&self) -> bool {
+        self.keys.is_none()
+    }
+}
+
+/// The address a development-mode node would expose beyond loopback.
+#[derive(Debug)]
+pub enum Exposed {
+    /// The bind address.
+    Bind(IpAddr),
+    /// A peer, as given.
+    Peer(String),
+}
+
+/// Two disjoint quorums of a node's configuration: the network can fork.
+#[derive(Debug)]
+pub struct QuorumSplit {
+    /// A flat quorum set's threshold and number of validators (`None` when nested).
+    pub flat: Option<(u32, usize)>,
+    /// The quorum file it was read from, if any.
+    pub file: Option<PathBuf>,
+    /// One quorum.
+    pub a: BTreeSet<NodeId>,
+    /// Another, disjoint from the first.
+    pub b: BTreeSet<NodeId>,
+}
+
+impl QuorumSplit {
+    /// What lets the quorums be disjoint, and the two quorums.
+    fn problem(&self) -> String {
+        let subject = match (&self.flat, &self.file) {
+            (Some((t, n)), _) => format!("threshold {t} of {n}"),
+            (None, Some(file)) => format!("the quorum set of {}", file.display()),
+            (None, None) => "the quorum set".to_string(),
+        };
+        format!("{subject} lets two disjoint quorums decide: {} and {}", show_set(&self.a), show_set(&self.b))
+    }
+
+    /// The start-up warning when `--unsafe-quorum` lets the node run anyway.
+    pub fn warning(&self) -> String {
+        format!("warning: {}; starting anyway (--unsafe-quorum): the network can fork", self.problem())
+    }
+}
+
+impl fmt::Display for QuorumSplit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; ", self.problem())?;
+        match self.flat {
+            Some((_, n)) => write!(f, "use a threshold above n/2 ({} of {n})", n / 2 + 1)?,
+            None => write!(f, "raise its thresholds until every two quorums share a node")?,
+        }
+        write!(f, " or pass --unsafe-quorum")
+    }
+}
+
+/// `{1, 2, 3}`.
+fn show_set(set: &BTreeSet<NodeId>) -> String {
+    let ids: Vec<String> = set.iter().map(NodeId::to_string).collect();
+    format!("{{{}}}", ids.join(", "))
 }
 
 /// A configuration problem, named precisely.
@@ -104,8 +205,87 @@ pub struct ServerConfig {
 pub enum ConfigError {
     /// A `--peer` value that is not `[id@]host:port`.
     BadPeer(String),
+    /// A host name that does not resolve.
+    Unresolvable {
+        /// The `HOST:PORT` as given.
+        address: String,
+        /// Why.
+        source: io::Error,
+    },
     /// Two peers (or a peer and this node) with the same id.
     DuplicateNode(NodeId),
+    /// Two peers with the same address.
+    DuplicateAddress(SocketAddr),
+    /// A peer entry at this node's own address that names another id.
+    SelfWithOtherId {
+        /// The entry as given.
+        peer: String,
+        /// The id it names.
+        id: NodeId,
+        /// This node's id.
+        me: NodeId,
+    },
+    /// A peer entry with this node's id at another address.
+    OwnIdElsewhere {
+        /// The entry as given.
+        peer: String,
+        /// This node's id.
+        id: NodeId,
+    },
+    /// No id can be derived from an unspecified address (0.0.0.0 or ::).
+    NeedId(SocketAddr),
+    /// Development mode (no key file) with an address beyond loopback.
+    Unauthenticated {
+        /// What would be exposed.
+        exposed: Exposed,
+        /// The `fba_server keygen` command for this configuration.
+        keygen: String,
+    },
+    /// The key file is unusable.
+    KeyFile(crate::keys::KeyFileError),
+    /// `--id` differs from the key file's id.
+    KeyFileId {
+        /// The key file.
+        file: PathBuf,
+        /// The `--id` given.
+        given: NodeId,
+        /// The id in the file.
+        expected: NodeId,
+    },
+    /// The port differs from the port of this node's address in the key file.
+    KeyFilePort {
+        /// The key file.
+        file: PathBuf,
+        /// The port given.
+        port: u16,
+        /// This node's address in the file.
+        address: String,
+    },
+    /// A `--peer` that is not a node of the key file.
+    PeerNotInKeyFile {
+        /// The key file.
+        file: PathBuf,
+        /// The peer as given.
+        peer: String,
+    },
+    /// A `--peer` whose id differs from the key file's id for that address.
+    PeerIdNotInKeyFile {
+        /// The key file.
+        file: PathBuf,
+        /// The peer as given.
+        peer: String,
+        /// The id the file gives that address.
+        expected: NodeId,
+    },
+    /// A node of the key file that no `--peer` names.
+    KeyFileNodeNotPeer {
+        /// The key file.
+        file: PathBuf,
+        /// The node's id.
+        id: NodeId,
+        /// Its address in the file.
+        address: String,
+    },
     /// The threshold is 0 or above the number of nodes.
     BadThreshold {
         /// The threshold asked for.
@@ -121,6 +301,10 @@ pub enum ConfigError {
     QuorumSet(QuorumSetError),
     /// The quorum set names a node with no known address.
     UnknownNode(NodeId),
+    /// Two quorums can be disjoint (and `--unsafe-quorum` was not given).
+    UnsafeQuorum(QuorumSplit),
+    /// The quorum set admits no quorum at all.
+    NoQuorum,
     /// A timeout of zero.
     ZeroTimeout(&'static str),
 }
@@ -129,7 +313,43 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::BadPeer(p) => write!(f, "bad --peer {p:?}: expected HOST:PORT or ID@HOST:PORT"),
+            ConfigError::Unresolvable { address, source } => write!(f, "cannot resolve {address}: {source}"),
             ConfigError::DuplicateNode(n) => write!(f, "node id {n} is configured twice"),
+            ConfigError::DuplicateAddress(a) => write!(f, "address {a} is configured twice"),
+            ConfigError::SelfWithOtherId { peer, id, me } => {
+                write!(f, "peer {peer} is this node's own address but names id {id}; this node is {me}")
+            }
+            ConfigError::OwnIdElsewhere { peer, id } => {
+                write!(f, "peer {peer} has this node's id {id} but another address")
+            }
+            ConfigError::NeedId(addr) => {
+                write!(f, "no node id derives from {addr}: give one with --id or ID@HOST:PORT")
+            }
+            ConfigError::Unauthenticated { exposed, keygen } => {
+                match exposed {
+                    Exposed::Bind(ip) => write!(f, "refusing to bind {ip} without --key-file")?,
+                    Exposed::Peer(p) => write!(f, "refusing peer {p} without --key-file")?,
+                }
+                write!(f, ": peers would be trusted by source address. Create keys with: {keygen}")
+            }
+            ConfigError::KeyFile(e) => write!(f, "{e}"),
+            ConfigError::KeyFileId { file, given, expected } => {
+                write!(f, "--id {given} differs from id {expected} in key file {}", file.display())
+            }
+            ConfigError::KeyFilePort { file, port, address } => write!(
+                f,
+                "port {port} differs from this node's address {address} in key file {}",
+                file.display()
+            ),
+            ConfigError::PeerNotInKeyFile { file, peer } => {
+                write!(f, "--peer {peer} is not a node of key file {}", file.display())
+            }
+            ConfigError::PeerIdNotInKeyFile { file, peer, expected } => {
+                write!(f, "--peer {peer}: key file {} gives that address id {expected}", file.display())
+            }
+            ConfigError::KeyFileNodeNotPeer { file, id, address } => {
+                write!(f, "key file {} names node {id} ({address}), which no --peer names", file.display())
+            }
             ConfigError::BadThreshold { threshold, nodes } => {
                 write!(f, "threshold {threshold} is impossible with {nodes} nodes (must be 1..={nodes})")
             }
@@ -143,6 +363,10 @@ impl fmt::Display for ConfigError {
             ConfigError::UnknownNode(n) => {
                 write!(f, "quorum set names node {n}, which is not a configured peer")
             }
+            ConfigError::UnsafeQuorum(split) => write!(f, "{split}"),
+            ConfigError::NoQuorum => {
+                write!(f, "the quorum set admits no quorum: the network could never decide")
+            }
             ConfigError::ZeroTimeout(name) => write!(f, "--{name} must be above 0"),
         }
     }
@@ -150,26 +374,173 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A node as written on a command line or in a key file: `ID@HOST:PORT` or `HOST:PORT`
+/// (IPv6 literals in brackets, host names allowed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// The explicit id, if any.
+    pub id: Option<NodeId>,
+    /// `HOST:PORT` as written.
+    pub address: String,
+}
+
+impl NodeSpec {
+    /// Checks the form (not whether the host resolves); `None` if it is not a node.
+    pub fn parse(text: &str) -> Option<NodeSpec> {
+        let (id, address) = match text.split_once('@') {
+            Some((id, address)) => (Some(NodeId(id.parse().ok()?)), address),
+            None => (None, text),
+        };
+        let (host, port) = address.rsplit_once(':')?;
+        port.parse::<u16>().ok()?;
+        let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        let bare = bracketed.unwrap_or(host);
+        let bad_char = |c: char| c.is_whitespace() || "@[]/".contains(c);
+        if bare.is_empty() || bare.contains(bad_char) || (bracketed.is_none() && host.contains(':')) {
+            return None;
+        }
+        Some(NodeSpec { id, address: address.to_string() })
+    }
+
+    /// The host, without IPv6 brackets.
+    pub fn host(&self) -> &str {
+        let host = self.address.rsplit_once(':').map_or("", |(h, _)| h);
+        host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.address.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(0)
+    }
+}
+
+impl fmt::Display for NodeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "{id}@{}", self.address),
+            None => write!(f, "{}", self.address),
+        }
+    }
+}
+
+/// Resolves `HOST:PORT`, preferring an address of the same family as `family` (so that
+/// `localhost` means 127.0.0.1 to a node bound to 127.0.0.1).
+pub fn resolve_address(address: &str, family: IpAddr) -> io::Result<SocketAddr> {
+    let all: Vec<SocketAddr> = address.to_socket_addrs()?.collect();
+    all.iter()
+        .find(|a| a.is_ipv4() == family.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found"))
+}
+
+/// The id of a node named without one, derived from its resolved address (the one rule
+/// used by the configuration and by `keygen`):
+///
+/// * a loopback address: the port, so the assignment's nodes are 3000–3003;
+/// * an IPv4 address: `ip << 16 | port` (injective, and above 65535);
+/// * an IPv6 address: the first 63 bits of SHA-256 of its `[ip]:port` text, with the
+///   top bit set (so it never equals an IPv4 or loopback id);
+/// * an unspecified address (0.0.0.0 or ::): none.
+///
+/// IPv4-mapped IPv6 addresses count as IPv4. Loopback ids ignore the address, so two
+/// loopback nodes need different ports (as they do on one host).
+pub fn derive_node_id(addr: SocketAddr) -> Option<NodeId> {
+    let ip = addr.ip().to_canonical();
+    let port = addr.port();
+    match ip {
+        _ if ip.is_unspecified() => None,
+        _ if ip.is_loopback() => Some(NodeId(u64::from(port))),
+        IpAddr::V4(v4) => Some(NodeId(u64::from(u32::from(v4)) << 16 | u64::from(port))),
+        IpAddr::V6(_) => {
+            let digest = sha256(SocketAddr::new(ip, port).to_string().as_bytes());
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            Some(NodeId(u64::from_be_bytes(first) | 1 << 63))
+        }
+    }
+}
+
+/// A peer entry, resolved.
+struct Peer {
+    /// Its explicit id, if any.
+    id: Option<NodeId>,
+    /// As given (with its id), for messages.
+    label: String,
+    /// Its `HOST:PORT` as given.
+    address: String,
+    addr: SocketAddr,
+}
+
+impl Peer {
+    fn resolve(spec: NodeSpec, family: IpAddr) -> Result<Peer, ConfigError> {
+        let addr = resolve_address(&spec.address, family)
+            .map_err(|source| ConfigError::Unresolvable { address: spec.address.clone(), source })?;
+        Ok(Peer { id: spec.id, label: spec.to_string(), address: spec.address, addr })
+    }
+}
+
+/// The peers by id, by the identity rules: an entry at one of `own` addresses is this
+/// node (skipped; naming another id there is an error), an entry with this node's id
+/// elsewhere is an error, and so are two entries with one id or one address.
+fn assemble(
+    me: NodeId,
+    own: &[SocketAddr],
+    peers: Vec<Peer>,
+) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigError> {
+    let mut nodes = BTreeMap::new();
+    let mut addresses = BTreeSet::new();
+    for peer in peers {
+        if own.contains(&peer.addr) {
+            match peer.id {
+                Some(id) if id != me => {
+                    return Err(ConfigError::SelfWithOtherId { peer: peer.label, id, me })
+                }
+                _ => continue,
+            }
+        }
+        let id = match peer.id {
+            Some(id) => id,
+            None => derive_node_id(peer.addr).ok_or(ConfigError::NeedId(peer.addr))?,
+        };
+        if id == me {
+            return Err(ConfigError::OwnIdElsewhere { peer: peer.label, id });
+        }
+        if nodes.insert(id, peer.addr).is_some() {
+            return Err(ConfigError::DuplicateNode(id));
+        }
+        if !addresses.insert(peer.addr) {
+            return Err(ConfigError::DuplicateAddress(peer.addr));
+        }
+    }
+    Ok(nodes)
+}
+
+/// This node's id, bind address and peers.
+type Nodes = (NodeId, SocketAddr, BTreeMap<NodeId, SocketAddr>);
+
 impl ServerArgs {
     /// Validates the arguments into a configuration.
     pub fn into_config(self) -> Result<ServerConfig, ConfigError> {
-        let id = NodeId(self.id.unwrap_or(u64::from(self.port)));
-        let bind = SocketAddr::new(self.bind, self.port);
-        let mut nodes = self.nodes(id)?;
-        let quorum_set = match &self.quorum_file {
-            Some(path) => read_quorum_file(path)?,
-            None => default_quorum_set(&nodes, self.threshold)?,
+        let key_file = match &self.key_file {
+            Some(path) => Some((path.as_path(), KeyFile::load(path).map_err(ConfigError::KeyFile)?)),
+            None => None,
         };
-        quorum_set.check_sanity().map_err(ConfigError::QuorumSet)?;
-        if let Some(unknown) = quorum_set.nodes().into_iter().find(|n| *n != id && !nodes.contains_key(n)) {
-            return Err(ConfigError::UnknownNode(unknown));
+        let (id, bind, peers) = match &key_file {
+            None => self.development_nodes()?,
+            Some((path, file)) => self.keyed_nodes(path, file)?,
+        };
+        let quorum_set = self.quorum_set(id, &peers)?;
+        let mut warnings = Vec::new();
+        match check_intersection(id, &quorum_set, self.quorum_file.as_deref()) {
+            Err(ConfigError::UnsafeQuorum(split)) if self.unsafe_quorum => warnings.push(split.warning()),
+            other => other?,
         }
-        nodes.remove(&id);
         Ok(ServerConfig {
             id,
             bind,
             port: self.port,
-            peers: nodes,
+            peers,
             quorum_set,
             data_dir: self.data_dir.clone(),
             timeouts: self.timeouts()?,
@@ -178,28 +549,105 @@ impl ServerArgs {
                 (_, true) => Verbosity::Verbose,
                 _ => Verbosity::Normal,
             },
-            keys: None,
+            keys: key_file.map(|(_, file)| file.network_keys()),
+            warnings,
         })
     }
 
-    /// Every node (this one included) by id.
-    fn nodes(&self, id: NodeId) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigError> {
-        let mut nodes = BTreeMap::new();
-        nodes.insert(id, SocketAddr::new(self.bind, self.port));
-        let peers: Vec<(NodeId, SocketAddr)> = if self.peers.is_empty() {
-            ASSIGNMENT_PORTS.iter().map(|&p| (NodeId(u64::from(p)), SocketAddr::new(self.bind, p))).collect()
+    /// Development mode: loopback only, ids given or derived.
+    fn development_nodes(&self) -> Result<Nodes, ConfigError> {
+        let bind = SocketAddr::new(self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), self.port);
+        let peers = if self.peers.is_empty() {
+            let defaults = ASSIGNMENT_PORTS.iter().map(|&p| SocketAddr::new(bind.ip(), p));
+            defaults
+                .map(|addr| Peer { id: None, label: addr.to_string(), address: addr.to_string(), addr })
+                .collect()
         } else {
-            self.peers.iter().map(|p| parse_peer(p)).collect::<Result<_, _>>()?
+            self.given_peers(bind.ip())?
         };
-        for (peer, addr) in peers {
-            if peer == id && addr.port() == self.port {
-                continue; // the node itself, listed among the defaults
-            }
-            if nodes.insert(peer, addr).is_some() {
-                return Err(ConfigError::DuplicateNode(peer));
-            }
+        self.require_loopback(bind, &peers)?;
+        let id = match self.id {
+            Some(id) => NodeId(id),
+            None => derive_node_id(bind).ok_or(ConfigError::NeedId(bind))?,
+        };
+        Ok((id, bind, assemble(id, &[bind], peers)?))
+    }
+
+    /// The `--peer` entries, resolved.
+    fn given_peers(&self, family: IpAddr) -> Result<Vec<Peer>, ConfigError> {
+        self.peers
+            .iter()
+            .map(|text| {
+                let spec = NodeSpec::parse(text).ok_or_else(|| ConfigError::BadPeer(text.clone()))?;
+                Peer::resolve(spec, family)
+            })
+            .collect()
+    }
+
+    /// Refuses any address beyond loopback without a key file.
+    fn require_loopback(&self, bind: SocketAddr, peers: &[Peer]) -> Result<(), ConfigError> {
+        let exposed = if !bind.ip().to_canonical().is_loopback() {
+            Exposed::Bind(bind.ip())
+        } else if let Some(peer) = peers.iter().find(|p| !p.addr.ip().to_canonical().is_loopback()) {
+            Exposed::Peer(peer.label.clone())
+        } else {
+            return Ok(());
+        };
+        Err(ConfigError::Unauthenticated { exposed, keygen: self.keygen_hint(bind) })
+    }
+
+    /// `fba_server keygen --out keys <this node> <its peers>`, as far as they are known.
+    fn keygen_hint(&self, bind: SocketAddr) -> String {
+        let own = if bind.ip().is_unspecified() { format!("HOST:{}", bind.port()) } else { bind.to_string() };
+        let mut nodes = vec![match self.id {
+            Some(id) => format!("{id}@{own}"),
+            None => own,
+        }];
+        if self.peers.is_empty() {
+            nodes.push("HOST:PORT ...".to_string());
+        } else {
+            nodes.extend(self.peers.iter().cloned());
         }
-        Ok(nodes)
+        format!("fba_server keygen --out keys {}", nodes.join(" "))
+    }
+
+    /// With a key file: its id, its address's port and IP (unless --bind), and its nodes
+    /// as peers (which --peer entries, if any, must match exactly).
+    fn keyed_nodes(&self, path: &Path, file: &KeyFile) -> Result<Nodes, ConfigError> {
+        let me = file.id;
+        if let Some(given) = self.id.map(NodeId).filter(|&given| given != me) {
+            return Err(ConfigError::KeyFileId { file: path.to_path_buf(), given, expected: me });
+        }
+        let own_spec = NodeSpec { id: Some(me), address: file.address.clone() };
+        if own_spec.port() != self.port {
+            let (file, address) = (path.to_path_buf(), file.address.clone());
+            return Err(ConfigError::KeyFilePort { file, port: self.port, address });
+        }
+        let family = self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let own_addr = Peer::resolve(own_spec, family)?.addr;
+        let bind = SocketAddr::new(self.bind.unwrap_or(own_addr.ip()), self.port);
+        let file_peers = file
+            .peers()
+            .map(|n| Peer::resolve(NodeSpec { id: Some(n.id), address: n.address.clone() }, bind.ip()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let own = [bind, own_addr];
+        if !self.peers.is_empty() {
+            match_key_file(path, me, &own, &self.given_peers(bind.ip())?, &file_peers)?;
+        }
+        Ok((me, bind, assemble(me, &own, file_peers)?))
+    }
+
+    /// This node's quorum set: from --quorum-file, or a threshold over every node.
+    fn quorum_set(&self, me: NodeId, peers: &BTreeMap<NodeId, SocketAddr>) -> Result<QuorumSet, ConfigError> {
+        let quorum_set = match &self.quorum_file {
+            Some(path) => read_quorum_file(path)?,
+            None => default_quorum_set(me, peers, self.threshold)?,
+        };
+        quorum_set.check_sanity().map_err(ConfigError::QuorumSet)?;
+        if let Some(unknown) = quorum_set.nodes().into_iter().find(|n| *n != me && !peers.contains_key(n)) {
+            return Err(ConfigError::UnknownNode(unknown));
+        }
+        Ok(quorum_set)
     }
 
     fn timeouts(&self) -> Result<Timeouts, ConfigError> {
@@ -223,29 +671,80 @@ impl ServerArgs {
     }
 }
 
-/// Parses `host:port` (id = port) or `id@host:port`, resolving the host.
-pub fn parse_peer(spec: &str) -> Result<(NodeId, SocketAddr), ConfigError> {
-    let bad = || ConfigError::BadPeer(spec.to_string());
-    let (id, addr) = match spec.split_once('@') {
-        Some((id, addr)) => (Some(id.parse::<u64>().map_err(|_| bad())?), addr),
-        None => (None, spec),
-    };
-    let addr = addr.to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
-    Ok((NodeId(id.unwrap_or(u64::from(addr.port()))), addr))
+/// Checks that the `--peer` entries are exactly the key file's other nodes: same
+/// addresses and, where given, same ids. Names the first mismatch.
+fn match_key_file(
+    path: &Path,
+    me: NodeId,
+    own: &[SocketAddr],
+    given: &[Peer],
+    file_peers: &[Peer],
+) -> Result<(), ConfigError> {
+    let file = || path.to_path_buf();
+    let mut matched = BTreeSet::new();
+    for peer in given {
+        if own.contains(&peer.addr) {
+            match peer.id {
+                Some(id) if id != me => {
+                    return Err(ConfigError::SelfWithOtherId { peer: peer.label.clone(), id, me })
+                }
+                _ => continue,
+            }
+        }
+        let Some(expected) = file_peers.iter().find(|n| n.addr == peer.addr).and_then(|n| n.id) else {
+            return Err(ConfigError::PeerNotInKeyFile { file: file(), peer: peer.label.clone() });
+        };
+        if peer.id.is_some_and(|id| id != expected) {
+            return Err(ConfigError::PeerIdNotInKeyFile { file: file(), peer: peer.label.clone(), expected });
+        }
+        if !matched.insert(expected) {
+            return Err(ConfigError::DuplicateNode(expected));
+        }
+    }
+    let unnamed = file_peers.iter().find_map(|n| n.id.filter(|id| !matched.contains(id)).map(|id| (id, n)));
+    match unnamed {
+        Some((id, node)) => {
+            Err(ConfigError::KeyFileNodeNotPeer { file: file(), id, address: node.address.clone() })
+        }
+        None => Ok(()),
+    }
+}
+
+/// Refuses a quorum set whose quorums need not intersect when every node it names uses
+/// it too (what a single node can check at start-up).
+fn check_intersection(me: NodeId, qset: &QuorumSet, file: Option<&Path>) -> Result<(), ConfigError> {
+    let file = file.map(Path::to_path_buf);
+    if qset.inner_sets.is_empty() {
+        let (t, n) = (qset.threshold as usize, qset.validators.len());
+        if 2 * t > n {
+            return Ok(());
+        }
+        let sorted: BTreeSet<NodeId> = qset.validators.iter().copied().collect();
+        let a = sorted.iter().take(t).copied().collect();
+        let b = sorted.iter().skip(t).take(t).copied().collect();
+        return Err(ConfigError::UnsafeQuorum(QuorumSplit { flat: Some((qset.threshold, n)), file, a, b }));
+    }
+    match intersection::check(&intersection::symmetric(me, qset)) {
+        Intersection::Holds { .. } => Ok(()),
+        Intersection::Split(a, b) => Err(ConfigError::UnsafeQuorum(QuorumSplit { flat: None, file, a, b })),
+        Intersection::NoQuorum => Err(ConfigError::NoQuorum),
+    }
 }
 
 /// `threshold` of all nodes; by default 3 of 4 for the assignment, otherwise the smallest
 /// threshold above two thirds (tolerating ⌊(n-1)/3⌋ Byzantine nodes).
 fn default_quorum_set(
-    nodes: &BTreeMap<NodeId, SocketAddr>,
+    me: NodeId,
+    peers: &BTreeMap<NodeId, SocketAddr>,
     threshold: Option<u32>,
 ) -> Result<QuorumSet, ConfigError> {
+    let nodes: BTreeSet<NodeId> = peers.keys().copied().chain([me]).collect();
     let n = nodes.len();
     let threshold = threshold.unwrap_or((2 * n as u32) / 3 + 1);
     if threshold == 0 || threshold as usize > n {
         return Err(ConfigError::BadThreshold { threshold, nodes: n });
     }
-    Ok(QuorumSet::new(threshold, nodes.keys().copied()))
+    Ok(QuorumSet::new(threshold, nodes))
 }
 
 fn read_quorum_file(path: &PathBuf) -> Result<QuorumSet, ConfigError> {
@@ -257,10 +756,46 @@ fn read_quorum_file(path: &PathBuf) -> Result<QuorumSet, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{generate, write_key_files, KeygenNode};
 
     fn args(extra: &[&str]) -> Result<ServerConfig, ConfigError> {
         let argv = ["fba_server"].iter().chain(extra).copied();
         ServerArgs::try_parse_from(argv).expect("clap accepts").into_config()
+    }
+
+    fn ids(c: &ServerConfig) -> Vec<u64> {
+        c.peers.keys().map(|n| n.0).collect()
+    }
+
+    /// A private temporary directory, removed on drop.
+    struct Temp(PathBuf);
+
+    impl Temp {
+        fn new(tag: &str) -> Temp {
+            let dir = std::env::temp_dir().join(format!("fba-config-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            Temp(dir)
+        }
+
+        fn file(&self, name: &str, text: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).expect("write");
+            path.to_str().expect("utf8").to_string()
+        }
+    }
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Key files for `nodes` in `dir`; their paths as strings.
+    fn key_files(dir: &Temp, nodes: &[&str]) -> Vec<String> {
+        let nodes: Vec<KeygenNode> = nodes.iter().map(|n| KeygenNode::parse(n).expect("node")).collect();
+        let paths = write_key_files(&dir.0.join("keys"), &generate(&nodes).expect("keys")).expect("written");
+        paths.iter().map(|p| p.to_str().expect("utf8").to_string()).collect()
     }
 
     #[test]
@@ -268,15 +803,17 @@ mod tests {
         let c = args(&["3001"]).expect("valid");
         assert_eq!(c.id, NodeId(3001));
         assert_eq!(c.quorum_set, QuorumSet::new(3, [3000, 3001, 3002, 3003].map(NodeId)));
-        assert_eq!(c.peers.keys().copied().collect::<Vec<_>>(), [3000, 3002, 3003].map(NodeId));
+        assert_eq!(ids(&c), [3000, 3002, 3003]);
         assert_eq!(c.verbosity, Verbosity::Normal);
+        assert_eq!(c.bind, SocketAddr::from(([127, 0, 0, 1], 3001)));
+        assert!(c.development_mode() && c.keys.is_none() && c.warnings.is_empty());
     }
 
     #[test]
     fn explicit_peers_and_threshold() {
         let c = args(&["4000", "--peer", "7@127.0.0.1:4001", "--peer", "127.0.0.1:4002", "--threshold", "2"])
             .expect("valid");
-        assert_eq!(c.peers.keys().copied().collect::<Vec<_>>(), [NodeId(7), NodeId(4002)]);
+        assert_eq!(ids(&c), [7, 4002]);
         assert_eq!(c.quorum_set.threshold, 2);
         assert_eq!(c.quorum_set.validators.len(), 3);
     }
@@ -289,6 +826,7 @@ mod tests {
         ));
         assert!(matches!(args(&["3000", "--threshold", "0"]), Err(ConfigError::BadThreshold { .. })));
         assert!(matches!(args(&["3000", "--peer", "nonsense"]), Err(ConfigError::BadPeer(_))));
+        assert!(matches!(args(&["3000", "--peer", "::1:3001"]), Err(ConfigError::BadPeer(_))));
         assert!(matches!(
             args(&["3000", "--peer", "127.0.0.1:3001", "--peer", "127.0.0.1:3001"]),
             Err(ConfigError::DuplicateNode(_))
@@ -301,25 +839,157 @@ mod tests {
     }
 
     #[test]
-    fn nested_quorum_file_is_read_and_checked() {
-        let dir = std::env::temp_dir().join(format!("fba-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let good = dir.join("good.json");
-        std::fs::write(&good, r#"{"threshold": 2, "inner_sets": [{"threshold": 1, "validators": [3000, 3001]}, {"threshold": 1, "validators": [3002, 3003]}]}"#).expect("write");
-        let c = args(&["3000", "--quorum-file", good.to_str().expect("utf8")]).expect("valid");
-        assert_eq!(c.quorum_set.inner_sets.len(), 2);
-        let bad = dir.join("bad.json");
-        std::fs::write(&bad, r#"{"threshold": "two"}"#).expect("write");
+    fn derived_ids_are_the_port_on_loopback_and_distinct_across_hosts() {
+        let id = |s: &str| derive_node_id(s.parse().expect("address"));
+        assert_eq!(id("127.0.0.1:4002"), Some(NodeId(4002)));
+        assert_eq!(id("[::1]:4002"), Some(NodeId(4002)));
+        assert_eq!(id("0.0.0.0:4002"), None);
+        assert_eq!(id("[::]:4002"), None);
+        let hosts: BTreeSet<_> = (1..=4).map(|h| id(&format!("10.0.0.{h}:22000")).expect("an id")).collect();
+        assert_eq!(hosts.len(), 4, "four hosts on one port are four nodes");
+        assert!(hosts.iter().all(|n| n.0 > u64::from(u16::MAX)), "never a loopback id");
+        assert_eq!(id("10.0.0.1:22000"), Some(NodeId((0x0a00_0001 << 16) | 22000)));
+        assert_eq!(id("[::ffff:10.0.0.1]:22000"), id("10.0.0.1:22000"));
+        let v6 = id("[2001:db8::1]:22000").expect("an id");
+        assert!(v6.0 >= 1 << 63);
+        assert_ne!(Some(v6), id("[2001:db8::2]:22000"));
+    }
+
+    #[test]
+    fn identity_rules() {
+        // An entry at our own address is us; naming another id there is an error.
+        let c = args(&["4000", "--peer", "127.0.0.1:4000", "--peer", "127.0.0.1:4001"]).expect("valid");
+        assert_eq!(ids(&c), [4001]);
         assert!(matches!(
-            args(&["3000", "--quorum-file", bad.to_str().expect("utf8")]),
-            Err(ConfigError::QuorumFileMalformed(..))
+            args(&["4000", "--peer", "5@127.0.0.1:4000", "--peer", "127.0.0.1:4001"]),
+            Err(ConfigError::SelfWithOtherId { id: NodeId(5), me: NodeId(4000), .. })
         ));
-        let unknown = dir.join("unknown.json");
-        std::fs::write(&unknown, r#"{"threshold": 1, "validators": [3000, 9999]}"#).expect("write");
+        // --id with the default peers: our own default entry is skipped, not a fifth node.
+        let c = args(&["3000", "--id", "7"]).expect("valid");
+        assert_eq!((c.id, ids(&c)), (NodeId(7), vec![3001, 3002, 3003]));
+        // Our id at another address, and two peers with one id or one address.
         assert!(matches!(
-            args(&["3000", "--quorum-file", unknown.to_str().expect("utf8")]),
+            args(&["4000", "--id", "4001", "--peer", "127.0.0.1:4001"]),
+            Err(ConfigError::OwnIdElsewhere { id: NodeId(4001), .. })
+        ));
+        assert!(matches!(
+            args(&["4000", "--peer", "1@127.0.0.1:4001", "--peer", "1@127.0.0.1:4002"]),
+            Err(ConfigError::DuplicateNode(NodeId(1)))
+        ));
+        assert!(matches!(
+            args(&["4000", "--peer", "1@127.0.0.1:4001", "--peer", "2@127.0.0.1:4001"]),
+            Err(ConfigError::DuplicateAddress(_))
+        ));
+    }
+
+    #[test]
+    fn development_mode_binds_only_loopback() {
+        let e = args(&["22000", "--bind", "10.1.2.3"]).expect_err("refused");
+        assert!(matches!(e, ConfigError::Unauthenticated { exposed: Exposed::Bind(_), .. }));
+        let text = e.to_string();
+        assert!(text.starts_with("refusing to bind 10.1.2.3 without --key-file"), "{text}");
+        assert!(text.contains("fba_server keygen --out keys 10.1.2.3:22000 HOST:PORT"), "{text}");
+        let e = args(&["22000", "--bind", "10.0.0.1", "--peer", "10.0.0.2:22000"]).expect_err("refused");
+        assert!(e.to_string().ends_with("keygen --out keys 10.0.0.1:22000 10.0.0.2:22000"), "{e}");
+        let e = args(&["4000", "--peer", "10.0.0.2:4000"]).expect_err("refused");
+        assert!(matches!(e, ConfigError::Unauthenticated { exposed: Exposed::Peer(_), .. }), "{e}");
+        let e = args(&["4000", "--bind", "0.0.0.0", "--id", "1"]).expect_err("refused");
+        assert!(e.to_string().contains("keygen --out keys 1@HOST:4000"), "{e}");
+        assert!(args(&["4000", "--bind", "::1", "--peer", "[::1]:4001"]).is_ok());
+        assert!(args(&["4000", "--peer", "localhost:4001"]).is_ok());
+    }
+
+    #[test]
+    fn flat_thresholds_at_or_below_half_are_refused_unless_unsafe_quorum() {
+        let e = args(&["3000", "--threshold", "2"]).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "threshold 2 of 4 lets two disjoint quorums decide: {3000, 3001} and {3002, 3003}; \
+             use a threshold above n/2 (3 of 4) or pass --unsafe-quorum"
+        );
+        let c = args(&["3000", "--threshold", "2", "--unsafe-quorum"]).expect("allowed");
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("{3000, 3001} and {3002, 3003}"), "{:?}", c.warnings);
+        assert!(args(&["3000", "--threshold", "3"]).is_ok());
+        let e = args(&["3000", "--peer", "127.0.0.1:3001", "--threshold", "1"]).expect_err("refused");
+        assert!(e.to_string().contains("{3000} and {3001}"), "{e}");
+    }
+
+    #[test]
+    fn nested_quorum_file_is_read_and_checked() {
+        let dir = Temp::new("nested");
+        let good = dir.file(
+            "good.json",
+            r#"{"threshold": 2, "inner_sets": [{"threshold": 2, "validators": [3000, 3001, 3002]}, {"threshold": 1, "validators": [3003]}]}"#,
+        );
+        let c = args(&["3000", "--quorum-file", &good]).expect("valid");
+        assert_eq!(c.quorum_set.inner_sets.len(), 2);
+        let bad = dir.file("bad.json", r#"{"threshold": "two"}"#);
+        assert!(matches!(args(&["3000", "--quorum-file", &bad]), Err(ConfigError::QuorumFileMalformed(..))));
+        let unknown = dir.file("unknown.json", r#"{"threshold": 1, "validators": [3000, 9999]}"#);
+        assert!(matches!(
+            args(&["3000", "--quorum-file", &unknown]),
             Err(ConfigError::UnknownNode(NodeId(9999)))
         ));
-        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn nested_quorum_sets_that_split_are_refused_unless_unsafe_quorum() {
+        let dir = Temp::new("split");
+        let split = dir.file(
+            "split.json",
+            r#"{"threshold": 2, "inner_sets": [{"threshold": 1, "validators": [3000, 3001]}, {"threshold": 1, "validators": [3002, 3003]}]}"#,
+        );
+        let e = args(&["3000", "--quorum-file", &split]).expect_err("refused");
+        let ConfigError::UnsafeQuorum(QuorumSplit { a, b, flat: None, .. }) = &e else { panic!("{e}") };
+        assert!(a.is_disjoint(b) && a.len() == 2 && b.len() == 2, "{e}");
+        assert!(e.to_string().contains("split.json lets two disjoint quorums decide"), "{e}");
+        let c = args(&["3000", "--quorum-file", &split, "--unsafe-quorum"]).expect("allowed");
+        assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn key_files_give_each_host_its_identity_and_keys() {
+        let dir = Temp::new("keyed");
+        let hosts = ["10.0.0.1:22000", "10.0.0.2:22000", "10.0.0.3:22000", "10.0.0.4:22000"];
+        let files = key_files(&dir, &hosts);
+        let configs: Vec<ServerConfig> =
+            files.iter().map(|f| args(&["22000", "--key-file", f]).expect("valid")).collect();
+        let all: BTreeSet<NodeId> = configs.iter().map(|c| c.id).collect();
+        assert_eq!(all.len(), 4);
+        for (c, host) in configs.iter().zip(hosts) {
+            assert_eq!(c.bind, host.parse().expect("address"));
+            assert_eq!(c.peers.len(), 3);
+            assert!(!c.peers.contains_key(&c.id));
+            assert_eq!(c.quorum_set.threshold, 3);
+            let keys = c.keys.as_ref().expect("authenticated");
+            assert_eq!(keys.me, c.id);
+            assert!(keys.pairwise.keys().eq(c.peers.keys()));
+            assert!(!c.development_mode());
+        }
+        let any = args(&["22000", "--key-file", &files[0], "--bind", "0.0.0.0"]).expect("0.0.0.0 is allowed");
+        assert_eq!(any.peers, configs[0].peers);
+    }
+
+    #[test]
+    fn peers_must_match_the_key_file() {
+        let dir = Temp::new("match");
+        let files = key_files(&dir, &["1@127.0.0.1:5001", "2@127.0.0.1:5002", "3@127.0.0.1:5003"]);
+        let f = files[0].as_str();
+        let run = |extra: &[&str]| args(&[&["5001", "--key-file", f], extra].concat());
+        let c = run(&["--peer", "127.0.0.1:5001", "--peer", "127.0.0.1:5002", "--peer", "3@127.0.0.1:5003"])
+            .expect("the file's nodes");
+        assert_eq!(ids(&c), [2, 3]);
+        assert!(matches!(run(&["--peer", "127.0.0.1:5002"]), Err(ConfigError::KeyFileNodeNotPeer { .. })));
+        let extra =
+            run(&["--peer", "127.0.0.1:5002", "--peer", "127.0.0.1:5003", "--peer", "127.0.0.1:5004"]);
+        assert!(matches!(extra, Err(ConfigError::PeerNotInKeyFile { .. })));
+        let wrong = run(&["--peer", "9@127.0.0.1:5002", "--peer", "127.0.0.1:5003"]);
+        assert!(matches!(wrong, Err(ConfigError::PeerIdNotInKeyFile { expected: NodeId(2), .. })));
+        assert!(matches!(run(&["--id", "2"]), Err(ConfigError::KeyFileId { .. })));
+        assert!(matches!(args(&["5009", "--key-file", f]), Err(ConfigError::KeyFilePort { port: 5009, .. })));
+        let missing = dir.0.join("none.key");
+        let e = args(&["5001", "--key-file", missing.to_str().expect("utf8")]).expect_err("unreadable");
+        assert!(e.to_string().starts_with("cannot read key file"), "{e}");
     }
 }

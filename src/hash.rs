@@ -41,7 +41,10 @@ impl Sha256 {
 
 /// SHA-256 of one byte string.
 pub fn sha256(data: &[u8]) -> Digest {
-    ring::digest::digest(&ring::digest::SHA256, data).as_ref().try_into().expect("SHA-256 digests are 32 bytes")
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 digests are 32 bytes")
 }
 
 /// Lower-case hex of a byte string.

@@ -1,26 +1,58 @@
-//! The SCP journal: the node's own ballot statements, made durable before they are sent.
+//! The SCP journal: the node's own statements, written before they are sent.
 //!
 //! SCP is only safe if a node never contradicts what it said: after a crash it must not
-//! vote or accept anything its earlier statements rule out. So before the protocol thread
-//! sends a PREPARE, CONFIRM or EXTERNALIZE it appends the statement to this journal and
-//! syncs it (one `fdatasync` for all the statements one input produced). On restart the
-//! latest statement of each undecided slot is handed to [`crate::scp::Node::restore`].
+//! vote or accept anything its earlier statements rule out. And a restarted node must
+//! carry on where it stopped and still answer laggards about the slots it decided. So
+//! the protocol thread appends every statement it broadcasts to this journal before
+//! sending it; on restart the latest statement of each kind (nomination, ballot) of each
+//! slot is handed to [`crate::scp::Node::restore`]:
+//!
+//! * **PREPARE and CONFIRM bind the node** (they vote or accept to commit or abort
+//!   ballots): a batch of statements holding one is synced (`fdatasync`) before anything
+//!   of it is sent, one sync for everything one burst of input produced.
+//! * **NOMINATE and EXTERNALIZE bind nothing new** (nomination statements never
+//!   contradict each other, and an EXTERNALIZE repeats a decision the synced ledger
+//!   already holds): they are written, not synced, and become durable with the next sync
+//!   (usually the next PREPARE, a moment later). A killed process loses nothing written;
+//!   a machine crash may lose the newest of them, which costs liveness only: the node
+//!   cannot answer laggards about that one slot from SCP (ledger catch-up still can), or
+//!   its next NOMINATE is ignored until it covers the lost one. So the journal adds no
+//!   sync to a slot's critical path beyond the PREPARE/CONFIRM ones.
 //!
 //! File `assignment3_<port>.scp`: one JSON statement per line. A torn last line (a crash
 //! in mid-write) is ignored, and nothing after it can exist; a bad line elsewhere means the
 //! file was damaged, and the node refuses to start rather than forget what it said. The
-//! journal is rewritten (atomically) with only the statements still needed once it grows.
+//! journal is rewritten (atomically) with only the statements still needed once it grows:
+//! those of undecided slots and the EXTERNALIZE of the recently decided ones.
 
 use crate::fsio::IoFailure;
-use crate::scp::{SlotIndex, Statement};
+use crate::scp::{Pledges, SlotIndex, Statement};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// Rewrite the journal once it exceeds this many bytes.
+/// Rewrite the journal once it exceeds this many bytes, and four times what the last
+/// rewrite kept (so that a large kept window is not rewritten on every slot).
 const COMPACT_AT: u64 = 1 << 20;
+/// The journal is rewritten once it has grown to this multiple of what was last kept.
+const GROWTH: u64 = 4;
+
+/// The latest statement of each slot and kind: key (slot, whether it is a ballot
+/// statement), so a slot has at most one NOMINATE and one PREPARE/CONFIRM/EXTERNALIZE.
+pub type Latest = BTreeMap<(SlotIndex, bool), Statement>;
+
+/// Where a statement goes in [`Latest`].
+fn key(st: &Statement) -> (SlotIndex, bool) {
+    (st.slot, st.pledges.is_ballot())
+}
+
+/// Does the statement bind the node (PREPARE, CONFIRM), so that it must be durable
+/// before it is sent?
+fn binds(st: &Statement) -> bool {
+    matches!(st.pledges, Pledges::Prepare { .. } | Pledges::Confirm { .. })
+}
 
 /// Why the journal could not be read or written.
 #[derive(Debug)]
@@ -51,11 +83,13 @@ impl fmt::Display for JournalError {
 
 impl std::error::Error for JournalError {}
 
-/// The append-only journal of our own ballot statements.
+/// The append-only journal of our own statements.
 pub struct Journal {
     path: PathBuf,
     file: File,
     bytes: u64,
+    /// Bytes the last rewrite kept.
+    kept: u64,
 }
 
 impl Journal {
@@ -64,8 +98,9 @@ impl Journal {
         format!("assignment3_{port}.scp")
     }
 
-    /// Opens (or creates) the journal and returns the latest statement of each slot.
-    pub fn open(dir: &Path, port: u16) -> Result<(Journal, BTreeMap<SlotIndex, Statement>), JournalError> {
+    /// Opens (or creates) the journal and returns the latest statement of each slot and
+    /// kind.
+    pub fn open(dir: &Path, port: u16) -> Result<(Journal, Latest), JournalError> {
         let path = dir.join(Self::file_name(port));
         let io_err =
             |operation, source| JournalError::Io(IoFailure { operation, path: path.clone(), source });
@@ -77,7 +112,7 @@ impl Journal {
         let (latest, torn) = parse(&path, &text)?;
         fs::create_dir_all(dir).map_err(|e| io_err("create the directory of", e))?;
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err("open", e))?;
-        let mut journal = Journal { path, file, bytes: text.len() as u64 };
+        let mut journal = Journal { path, file, bytes: text.len() as u64, kept: 0 };
         // Drop a torn tail now, so that the next append starts on a fresh line.
         if torn {
             journal.rewrite(latest.values())?;
@@ -90,34 +125,40 @@ impl Journal {
         &self.path
     }
 
-    /// Appends `statements` and syncs them to disk.
+    /// Appends `statements` in one write; syncs them to disk (with everything written
+    /// before) if one of them binds the node (PREPARE or CONFIRM, see the module doc).
+    /// Returns whether it synced.
     pub fn record<'a>(
         &mut self,
         statements: impl IntoIterator<Item = &'a Statement>,
-    ) -> Result<(), JournalError> {
+    ) -> Result<bool, JournalError> {
         let mut buf = Vec::new();
+        let mut sync = false;
         for st in statements {
             serde_json::to_writer(&mut buf, st).expect("statements serialize");
             buf.push(b'\n');
+            sync |= binds(st);
         }
         if buf.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let io_err =
             |operation, source| JournalError::Io(IoFailure { operation, path: self.path.clone(), source });
         self.file.write_all(&buf).map_err(|e| io_err("append to", e))?;
-        self.file.sync_data().map_err(|e| io_err("sync", e))?;
+        if sync {
+            self.file.sync_data().map_err(|e| io_err("sync", e))?;
+        }
         self.bytes += buf.len() as u64;
-        Ok(())
+        Ok(sync)
     }
 
     /// Has the journal grown enough to be worth compacting?
     pub fn is_large(&self) -> bool {
-        self.bytes >= COMPACT_AT
+        self.bytes >= COMPACT_AT.max(GROWTH.saturating_mul(self.kept))
     }
 
     /// Once the journal is large, rewrites it with only `keep` (the statements of slots
-    /// still undecided).
+    /// still undecided, and the EXTERNALIZE of the decided slots still answered).
     pub fn compact_if_large<'a>(
         &mut self,
         keep: impl IntoIterator<Item = &'a Statement>,
@@ -146,14 +187,15 @@ impl Journal {
         }
         self.file = OpenOptions::new().append(true).open(&self.path).map_err(|e| io_err("reopen", e))?;
         self.bytes = buf.len() as u64;
+        self.kept = self.bytes;
         Ok(())
     }
 }
 
-/// The latest statement per slot, and whether a torn tail was skipped; a bad line is
-/// tolerated only at the very end.
-fn parse(path: &Path, text: &[u8]) -> Result<(BTreeMap<SlotIndex, Statement>, bool), JournalError> {
-    let mut latest: BTreeMap<SlotIndex, Statement> = BTreeMap::new();
+/// The latest statement per slot and kind, and whether a torn tail was skipped; a bad
+/// line is tolerated only at the very end.
+fn parse(path: &Path, text: &[u8]) -> Result<(Latest, bool), JournalError> {
+    let mut latest = Latest::new();
     let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
     let complete = lines.len().saturating_sub(1); // the part after the last '\n' is unfinished
     for (i, line) in lines.iter().enumerate() {
@@ -162,7 +204,7 @@ fn parse(path: &Path, text: &[u8]) -> Result<(BTreeMap<SlotIndex, Statement>, bo
         }
         match serde_json::from_slice::<Statement>(line) {
             Ok(st) if i < complete => {
-                latest.insert(st.slot, st);
+                latest.insert(key(&st), st);
             }
             _ if i + 1 >= complete => return Ok((latest, true)), // torn: the last line or the unfinished tail
             _ => return Err(JournalError::Corrupt { path: path.to_path_buf(), line: i + 1 }),
@@ -222,13 +264,57 @@ mod tests {
         f.write_all(b"garbage\n{\"node\":1,\"slot\":1,\"quor").expect("write");
         drop(f);
         let (mut j, latest) = Journal::open(&dir, 7).expect("a torn tail is tolerated");
-        assert_eq!(latest[&1], st(1, 2));
+        assert_eq!(latest[&(1, true)], st(1, 2));
         j.record(&[st(1, 3)]).expect("appends cleanly after the repair");
         drop(j);
-        assert_eq!(Journal::open(&dir, 7).expect("reopen").1[&1], st(1, 3));
+        assert_eq!(Journal::open(&dir, 7).expect("reopen").1[&(1, true)], st(1, 3));
         let text = fs::read_to_string(&path).expect("read");
         fs::write(&path, format!("garbage\n{text}")).expect("write");
         assert!(matches!(Journal::open(&dir, 7), Err(JournalError::Corrupt { line: 1, .. })));
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    fn nominate(slot: SlotIndex, values: &[&[u8]]) -> Statement {
+        let voted = values.iter().map(|v| Value::new(v.to_vec())).collect();
+        Statement { pledges: Pledges::Nominate { voted, accepted: Default::default() }, ..st(slot, 1) }
+    }
+
+    fn externalize(slot: SlotIndex) -> Statement {
+        let commit = Ballot::new(2, Value::new(*b"v"));
+        Statement { pledges: Pledges::Externalize { commit, n_h: 3 }, ..st(slot, 1) }
+    }
+
+    #[test]
+    fn each_slot_keeps_its_latest_nomination_and_ballot_statement() {
+        let dir = temp_dir("kinds");
+        let (mut j, _) = Journal::open(&dir, 7).expect("open");
+        assert!(!j.record(&[nominate(1, &[b"a"])]).expect("record"), "NOMINATE alone is not synced");
+        assert!(j.record(&[nominate(1, &[b"a", b"b"]), st(1, 1)]).expect("record"), "PREPARE is");
+        assert!(!j.record(&[externalize(1), nominate(2, &[b"c"])]).expect("record"));
+        drop(j);
+        let latest = Journal::open(&dir, 7).expect("reopen").1;
+        let expected = [
+            ((1, false), nominate(1, &[b"a", b"b"])),
+            ((1, true), externalize(1)),
+            ((2, false), nominate(2, &[b"c"])),
+        ];
+        assert_eq!(latest, expected.into_iter().collect());
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn compaction_waits_for_the_journal_to_outgrow_what_it_keeps() {
+        let dir = temp_dir("growth");
+        let (mut j, _) = Journal::open(&dir, 7).expect("open");
+        j.bytes = COMPACT_AT;
+        let keep: Vec<Statement> = (1..=64).map(externalize).collect();
+        j.kept = COMPACT_AT; // as if the kept window itself were 1 MiB
+        assert!(!j.is_large());
+        j.bytes = GROWTH * COMPACT_AT;
+        assert!(j.is_large());
+        j.compact_if_large(&keep).expect("compact");
+        assert_eq!(j.kept, j.bytes);
+        assert!(!j.is_large());
         fs::remove_dir_all(&dir).ok();
     }
 

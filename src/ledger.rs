@@ -718,7 +718,7 @@ mod tests {
 
     fn deposit(client: u64, seq: u64, name: &str, dollars: &str) -> Request {
         let op = Op::Deposit { key: Key::new(name).unwrap(), amount: Amount::parse(dollars).unwrap() };
-        Request { client, seq, op }
+        Request::new(client, seq, op)
     }
 
     /// A distinct, non-trivial batch for `slot`.

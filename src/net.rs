@@ -11,6 +11,7 @@
 //! `FBA_NET_PARTITION_FILE` exists, the node is cut off: it drops every datagram it would
 //! send or receive (see [`Partition`]).
 
+use crate::auth::{self, AuthError, Opener, Sealer};
 use crate::quorum::NodeId;
 use crate::rng::Rng;
 use crate::scp::Statement;
@@ -88,9 +89,28 @@ pub struct LedgerEntry {
     pub batch: crate::wallet::Batch,
 }
 
+impl Message {
+    /// Is this a node-to-node message (statement, flood, catch-up request or answer)? In
+    /// keyed mode those are accepted only sealed ([`crate::auth`]).
+    pub fn is_peer_message(&self) -> bool {
+        matches!(
+            self,
+            Message::Scp { .. } | Message::Flood { .. } | Message::CatchUp { .. } | Message::Ledger { .. }
+        )
+    }
+}
+
 /// A decoded datagram.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Datagram {
+    /// A peer message whose authenticator verified: it comes from `peer`, whatever the
+    /// datagram's source address.
+    Peer {
+        /// The authenticated sender.
+        peer: NodeId,
+        /// What it said (always a [`Message::is_peer_message`]).
+        message: Message,
+    },
     /// A JSON message.
     Json(Message),
     /// A plain-text line (the datagram did not start with `{`).
@@ -108,6 +128,10 @@ pub enum DecodeError {
     NotUtf8,
     /// Looked like JSON but is not a valid message.
     BadJson(String),
+    /// A sealed datagram whose authenticator failed, or one this node cannot check.
+    Auth(AuthError),
+    /// A sealed datagram whose authenticated payload is not a peer message.
+    NotPeerMessage,
 }
 
 impl fmt::Display for DecodeError {
@@ -117,6 +141,8 @@ impl fmt::Display for DecodeError {
             DecodeError::Empty => write!(f, "empty datagram"),
             DecodeError::NotUtf8 => write!(f, "datagram is not UTF-8"),
             DecodeError::BadJson(e) => write!(f, "malformed message: {e}"),
+            DecodeError::Auth(e) => write!(f, "authentication failed: {e}"),
+            DecodeError::NotPeerMessage => write!(f, "sealed datagram does not carry a peer message"),
         }
     }
 }
@@ -138,6 +164,19 @@ pub fn decode(bytes: &[u8]) -> Result<Datagram, DecodeError> {
     }
     let message = serde_json::from_str(trimmed).map_err(|e| DecodeError::BadJson(e.to_string()))?;
     Ok(Datagram::Json(message))
+}
+
+/// Decodes one datagram, opening it first if it is sealed. Never panics, whatever the bytes.
+pub fn decode_with(bytes: &[u8], opener: Option<&mut Opener>) -> Result<Datagram, DecodeError> {
+    if !auth::is_sealed(bytes) {
+        return decode(bytes);
+    }
+    let opener = opener.ok_or(DecodeError::Auth(AuthError::NoKeys))?;
+    let (peer, payload) = opener.open(bytes).map_err(DecodeError::Auth)?;
+    match decode(payload)? {
+        Datagram::Json(message) if message.is_peer_message() => Ok(Datagram::Peer { peer, message }),
+        _ => Err(DecodeError::NotPeerMessage),
+    }
 }
 
 /// Encodes a message as a datagram.
@@ -225,9 +264,27 @@ pub struct Outbox {
     socket: Arc<UdpSocket>,
     faults: Option<(Faults, Arc<Mutex<Rng>>)>,
     partition: Option<Arc<Partition>>,
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl Outbox {
+    /// Sends a peer message's bytes to peer `peer` at `to`: sealed for it when the node has
+    /// keys, as they are in development mode.
+    pub fn send_peer(&self, peer: NodeId, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
+        match &self.sealer {
+            Some(sealer) => match sealer.seal(peer, bytes) {
+                Some(sealed) => self.send(to, &sealed),
+                None => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no key for peer {peer}"))),
+            },
+            None => self.send(to, bytes),
+        }
+    }
+
+    /// Largest peer payload that still fits a datagram once sealed.
+    pub fn peer_payload_limit(&self) -> usize {
+        MAX_DATAGRAM - if self.sealer.is_some() { auth::OVERHEAD } else { 0 }
+    }
+
     /// Sends `bytes` to `to`, through the fault injector if one is configured. Errors are
     /// returned for the caller to log; UDP gives no delivery guarantee anyway.
     pub fn send(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
@@ -275,8 +332,19 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Binds `addr` and starts the reader thread, which sends every datagram to `inbox`.
-    pub fn bind(addr: SocketAddr, inbox: Sender<Incoming>, faults: Option<Faults>) -> io::Result<Endpoint> {
+    /// With `auth` (keyed mode) the reader opens sealed datagrams and outgoing peer
+    /// messages are sealed.
+    pub fn bind(
+        addr: SocketAddr,
+        inbox: Sender<Incoming>,
+        faults: Option<Faults>,
+        auth: Option<(Opener, Sealer)>,
+    ) -> io::Result<Endpoint> {
         let socket = Arc::new(UdpSocket::bind(addr)?);
+        let (opener, sealer) = match auth {
+            Some((opener, sealer)) => (Some(opener), Some(Arc::new(sealer))),
+            None => (None, None),
+        };
         let local = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let partition = Partition::from_env();
@@ -284,13 +352,18 @@ impl Endpoint {
             let (socket, stop, cut) = (Arc::clone(&socket), Arc::clone(&stop), partition.clone());
             thread::Builder::new()
                 .name("udp-reader".into())
-                .spawn(move || read_loop(&socket, &inbox, &stop, cut.as_deref()))?
+                .spawn(move || read_loop(&socket, &inbox, &stop, cut.as_deref(), opener))?
         };
         let faults = faults.map(|f| {
             let rng = Arc::new(Mutex::new(Rng::new(f.seed)));
             (f, rng)
         });
-        Ok(Endpoint { outbox: Outbox { socket, faults, partition }, local, stop, reader: Some(reader) })
+        Ok(Endpoint {
+            outbox: Outbox { socket, faults, partition, sealer },
+            local,
+            stop,
+            reader: Some(reader),
+        })
     }
 
     /// The bound address.
@@ -319,7 +392,13 @@ impl Drop for Endpoint {
     }
 }
 
-fn read_loop(socket: &UdpSocket, inbox: &Sender<Incoming>, stop: &AtomicBool, partition: Option<&Partition>) {
+fn read_loop(
+    socket: &UdpSocket,
+    inbox: &Sender<Incoming>,
+    stop: &AtomicBool,
+    partition: Option<&Partition>,
+    mut opener: Option<Opener>,
+) {
     // One byte more than the limit, so that an oversized datagram is recognised.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     while !stop.load(Ordering::SeqCst) {
@@ -346,7 +425,11 @@ fn read_loop(socket: &UdpSocket, inbox: &Sender<Incoming>, stop: &AtomicBool, pa
         if partition.is_some_and(Partition::is_cut) {
             continue;
         }
-        let datagram = if n > MAX_DATAGRAM { Err(DecodeError::Oversized(n)) } else { decode(&buf[..n]) };
+        let datagram = if n > MAX_DATAGRAM {
+            Err(DecodeError::Oversized(n))
+        } else {
+            decode_with(&buf[..n], opener.as_mut())
+        };
         if inbox.send(Incoming { from, datagram }).is_err() {
             break;
         }
@@ -428,7 +511,8 @@ mod tests {
     #[test]
     fn the_reader_survives_port_unreachable_errors() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut endpoint = Endpoint::bind("127.0.0.1:0".parse().expect("addr"), tx, None).expect("bind");
+        let mut endpoint =
+            Endpoint::bind("127.0.0.1:0".parse().expect("addr"), tx, None, None).expect("bind");
         let closed = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
         for _ in 0..3 {
             endpoint.outbox.send(closed, b"anyone?").expect("send");

@@ -48,7 +48,8 @@
 //!
 //! A [`Node`] runs consecutive slots. Slots externalize in any order but are reported in
 //! order. Statements about slots the node already externalized are answered with its
-//! EXTERNALIZE (laggards catch up); statements too far ahead are refused.
+//! EXTERNALIZE, for the last [`Config::history`] slots and across restarts
+//! ([`Node::restore`]), so laggards catch up; statements too far ahead are refused.
 //!
 //! ```
 //! use fba::quorum::{NodeId, QuorumSet};
@@ -97,6 +98,9 @@ pub use statement::{
 };
 
 use crate::quorum::{NodeId, QuorumSet, QuorumSetError};
+
+/// Ballot counters any peer may be ahead of a slot's start (see `Node::counter_bound`).
+const COUNTER_SLACK: u32 = 1000;
 use slot::Slot;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -223,8 +227,13 @@ pub enum Input {
 /// What the node asks the shell to do, in order.
 ///
 /// **Persist before you send**: every statement in a [`Output::Broadcast`] is the node's
-/// newest statement for its slot; a shell that must survive restarts stores it before
-/// sending it, so a restarted node never contradicts what it said.
+/// newest statement of its kind (nomination or ballot) for its slot; a shell that must
+/// survive restarts stores it before sending it and hands the latest of each kind back to
+/// [`Node::restore`], so that a restarted node never contradicts what it said, carries
+/// on its nomination, and answers laggards with the very EXTERNALIZE it sent. PREPARE and
+/// CONFIRM must be durable before they leave; NOMINATE and EXTERNALIZE bind the node to
+/// nothing new and may become durable a little later (see `crate::journal`). An
+/// [`Output::Send`] repeats such an EXTERNALIZE and needs no storing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Send this (own) statement to every peer.
@@ -252,6 +261,32 @@ pub enum Output {
         /// The value agreed on.
         value: Value,
     },
+}
+
+/// Catch-up's trust rule: may node `me`, with quorum set `local`, take a decided value
+/// (a peer's ledger entry) on the word of the peers in `vouchers`? Yes when they are
+/// v-blocking for it, or when they together with `me` contain one of its quorum slices.
+///
+/// **Safety.** An entry is right as soon as one honest peer vouches for it: an honest
+/// ledger holds only what its node externalized, intact nodes agree on that, and the
+/// chain hash pins the whole history. A v-blocking set meets every slice of `me`, so it
+/// holds an honest peer unless the faulty nodes are v-blocking, i.e. unless `me` is
+/// befouled. A slice of `me` holds an honest peer besides `me` unless the faulty peers
+/// fill a slice on their own, and a slice of an intact node is not all faulty under the
+/// fault bound the configuration is built for: with threshold t of n nodes and f faults
+/// (n ≥ 3f + 1, t = n − f) a slice holds t − 1 ≥ 2f peers, so 3-of-4 with one fault
+/// leaves two peers of which one is honest; nested sets likewise (two of three
+/// organisations, two of three nodes each: a slice holds three peers, and one node fails).
+/// Formally: the rule is safe for `me` whenever its honest peers are v-blocking for it.
+///
+/// **Liveness.** Catch-up succeeds as soon as the peers that answer form a slice of `me`
+/// with it, which may take fewer peers than a v-blocking set: in the tiered topology (two
+/// of three organisations, two of three nodes each) a node's org-mate and two nodes of a
+/// second organisation make a slice with it, while a v-blocking set needs two nodes in
+/// each of two organisations besides itself. So a laggard whose organisation-mate and
+/// one other organisation decided a slot can fetch it even when the rest are down.
+pub fn vouched(me: NodeId, local: &QuorumSet, vouchers: &impl Fn(NodeId) -> bool) -> bool {
+    local.is_v_blocking(&|n| n != me && vouchers(n)) || local.is_slice(&|n| n == me || vouchers(n))
 }
 
 /// Everything a step of a slot needs from the node, plus where its effects go.
@@ -391,6 +426,13 @@ impl<A: Application> Node<A> {
         }
     }
 
+    /// Our EXTERNALIZE statements for the recently decided slots still answered to
+    /// laggards (at most [`Config::history`], oldest first): what a shell keeps in its
+    /// journal so that a restarted node answers them too ([`Node::restore`]).
+    pub fn decided_statements(&self) -> impl Iterator<Item = &Statement> {
+        self.history.values()
+    }
+
     /// The phase of `slot`'s ballot protocol and its b, p, p', h, c, for tests and logs.
     pub fn ballot_state(&self, slot: SlotIndex) -> Option<String> {
         self.slots.get(&slot).map(|s| s.describe())
@@ -410,26 +452,55 @@ impl<A: Application> Node<A> {
         Ok(out)
     }
 
-    /// Crash recovery: adopt `own`, our last ballot statement for an undecided slot as
-    /// persisted before it was sent (see [`Output`]), so that the restarted node never
-    /// contradicts it. Call after [`Node::new`] and before any input. A restored
-    /// EXTERNALIZE for the current slot is reported by the next [`Node::handle`].
+    /// Crash recovery: adopt `own`, one of our statements as persisted before it was sent
+    /// (see [`Output`]), so that the restarted node never contradicts what it said and
+    /// carries on where it stopped. Call after [`Node::new`] and before any input, with
+    /// the latest statement of each kind (nomination, ballot) of each slot:
+    ///
+    /// * PREPARE, CONFIRM or EXTERNALIZE of an undecided slot: the ballot protocol resumes
+    ///   from it (b, p, p', c, h; a restored EXTERNALIZE of the current slot is reported
+    ///   by the next [`Node::handle`]);
+    /// * NOMINATE of an undecided slot: X and Y are voted and accepted again, so our next
+    ///   NOMINATE covers the old one (peers take it as newer);
+    /// * EXTERNALIZE of a decided slot (below [`Node::current_slot`], within
+    ///   [`Config::history`]): kept, exactly as said, to answer laggards about that slot.
+    ///
+    /// Anything else is refused: not ours ([`Rejection::FromSelf`]), or a decided slot's
+    /// statement that is not an EXTERNALIZE or is older than the history
+    /// ([`Rejection::TooOld`]).
     pub fn restore(&mut self, now: Duration, own: Statement) -> Result<Vec<Output>, Rejection> {
         own.check_sanity(true)?;
-        if own.node != self.config.node || !own.pledges.is_ballot() {
+        if own.node != self.config.node {
             return Err(Rejection::FromSelf);
         }
         if own.slot < self.next {
-            return Err(Rejection::TooOld);
+            return self.remember_decided(own).map(|()| Vec::new());
         }
         let mut out = Vec::new();
-        let slot = self.slots.entry(own.slot).or_insert_with(|| Slot::new(self.config.node));
+        let slot = self.slots.entry(own.slot).or_insert_with(|| Slot::new(self.config.node, now));
         let mut ctx =
             Self::ctx(&self.config, &self.app, &self.unresponsive, own.slot, now, &mut out, &mut self.timers);
         slot.restore(&mut ctx, own);
         self.report_externalized(now, &mut out);
         self.arm_rebroadcast(now, &mut out);
         Ok(out)
+    }
+
+    /// Keeps our EXTERNALIZE of a decided slot to answer laggards (see [`Node::restore`]).
+    fn remember_decided(&mut self, own: Statement) -> Result<(), Rejection> {
+        let oldest = self.next.saturating_sub(self.config.history);
+        if !matches!(own.pledges, Pledges::Externalize { .. }) || own.slot < oldest {
+            return Err(Rejection::TooOld);
+        }
+        self.history.insert(own.slot, own);
+        self.trim_history();
+        Ok(())
+    }
+
+    fn trim_history(&mut self) {
+        while self.history.len() as u64 > self.config.history {
+            self.history.pop_first();
+        }
     }
 
     /// Forgets every slot below `next` (decided elsewhere) and moves on to `next`.
@@ -467,13 +538,23 @@ impl<A: Application> Node<A> {
         }
         st.check_sanity(false)?;
         if st.slot < self.next {
-            return self.answer_laggard(st, out);
+            let ours = self.history.get(&st.slot).cloned().ok_or(Rejection::TooOld)?;
+            return Self::answer_laggard(ours, st, out);
         }
         if st.slot > self.next.saturating_add(self.config.max_slots_ahead) {
             return Err(Rejection::TooFarAhead);
         }
+        let opened = self.slots.get(&st.slot).map_or(now, Slot::opened);
+        if st.pledges.max_finite_counter() > self.counter_bound(now.saturating_sub(opened)) {
+            return Err(Rejection::CounterTooHigh);
+        }
+        let decided = self.slots.get(&st.slot).and_then(Slot::externalize_statement);
+        if let Some(ours) = decided.filter(|_| !matches!(st.pledges, Pledges::Externalize { .. })) {
+            // Decided, not yet reported (an earlier slot is open): answer like a laggard.
+            return Self::answer_laggard(ours, st, out);
+        }
         let starts_nomination = st.slot == self.next && !st.pledges.is_ballot();
-        let slot = self.slots.entry(st.slot).or_insert_with(|| Slot::new(self.config.node));
+        let slot = self.slots.entry(st.slot).or_insert_with(|| Slot::new(self.config.node, now));
         let mut ctx =
             Self::ctx(&self.config, &self.app, &self.unresponsive, st.slot, now, out, &mut self.timers);
         slot.receive(&mut ctx, st)?;
@@ -485,11 +566,25 @@ impl<A: Application> Node<A> {
         Ok(())
     }
 
-    /// A statement about a slot we already reported: answer with our EXTERNALIZE.
-    fn answer_laggard(&mut self, st: Statement, out: &mut Vec<Output>) -> Result<(), Rejection> {
-        let ours = self.history.get(&st.slot).ok_or(Rejection::TooOld)?;
+    /// The highest finite ballot counter a peer's statement may carry about a slot this
+    /// node has known for `age` (draft-mazieres-dinrg-scp: at most 1000 plus the seconds
+    /// spent on the slot). An honest node moves to counter n + 1 only after counter n
+    /// timed out, which takes at least `ballot_initial`, so no honest counter gets near
+    /// it; a Byzantine node announcing a counter near ∞ (`u32::MAX`) could otherwise pull
+    /// an honest node's commit up to counters the others can only reach by billions of
+    /// timeouts, and stall the slot for good.
+    fn counter_bound(&self, age: Duration) -> u32 {
+        let per_counter = self.config.timeouts.ballot_initial.max(Duration::from_millis(1));
+        let counters = age.as_nanos() / per_counter.as_nanos();
+        COUNTER_SLACK.saturating_add(u32::try_from(counters).unwrap_or(u32::MAX))
+    }
+
+    /// A statement about a slot we decided: answer a sender still working on it with
+    /// `ours`, our EXTERNALIZE (each time it speaks, so that a lost answer costs only
+    /// time); an EXTERNALIZE is only checked against ours.
+    fn answer_laggard(ours: Statement, st: Statement, out: &mut Vec<Output>) -> Result<(), Rejection> {
         if !matches!(st.pledges, Pledges::Externalize { .. }) {
-            out.push(Output::Send { to: st.node, statement: ours.clone() });
+            out.push(Output::Send { to: st.node, statement: ours });
             return Ok(());
         }
         if st.pledges.ballot_value() != ours.pledges.ballot_value() {
@@ -506,7 +601,7 @@ impl<A: Application> Node<A> {
             return Err(Rejection::InvalidValue);
         }
         self.proposal = Some(value.clone());
-        let slot = self.slots.entry(self.next).or_insert_with(|| Slot::new(self.config.node));
+        let slot = self.slots.entry(self.next).or_insert_with(|| Slot::new(self.config.node, now));
         let mut ctx =
             Self::ctx(&self.config, &self.app, &self.unresponsive, self.next, now, out, &mut self.timers);
         slot.nominate(&mut ctx, Some(value), false);
@@ -568,9 +663,7 @@ impl<A: Application> Node<A> {
                 }
             }
             self.history.insert(slot, ext);
-            while self.history.len() as u64 > self.config.history {
-                self.history.pop_first();
-            }
+            self.trim_history();
             self.next = slot + 1;
             self.proposal = None;
             out.push(Output::Externalized { slot, value });

@@ -23,6 +23,7 @@
 
 mod catchup;
 mod recovery;
+mod trust;
 
 pub use recovery::{verify, Verified};
 
@@ -32,12 +33,10 @@ use crate::journal::{Journal, JournalError};
 use crate::ledger::{Ledger, LedgerError};
 use crate::net::{self, Datagram, DecodeError, Endpoint, Faults, Incoming, Message, Outbox};
 use crate::quorum::NodeId;
-use crate::scp::{
-    self, Application, Input, Node, Output, Pledges, Rejection, SlotIndex, Statement, TimerId, Value,
-};
+use crate::scp::{self, Application, Input, Node, Output, Rejection, SlotIndex, Statement, TimerId, Value};
 use crate::store::{Store, StoreError};
 use crate::timer::{self, TimerCommand};
-use crate::wallet::{self, Batch, Op, Outcome, Reply, Request, Wallet};
+use crate::wallet::{self, Batch, Op, Reply, Request, Wallet};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -75,6 +74,8 @@ pub enum ServerError {
     Ledger(LedgerError),
     /// The SCP journal could not be read or written, or is damaged.
     Journal(JournalError),
+    /// The boot epoch file (anti-replay of peer traffic) could not be read or written.
+    Epoch(IoFailure),
     /// The database file has entries but there is no ledger to check them against.
     DatabaseWithoutLedger {
         /// The database file.
@@ -89,6 +90,8 @@ pub enum ServerError {
         /// The ledger.
         ledger: PathBuf,
     },
+    /// The data directory is locked by another process (or the lock could not be taken).
+    Lock(crate::lock::LockError),
 }
 
 impl fmt::Display for ServerError {
@@ -100,6 +103,7 @@ impl fmt::Display for ServerError {
             ServerError::Scp(e) => write!(f, "consensus configuration: {e}"),
             ServerError::Ledger(e) => write!(f, "{e}"),
             ServerError::Journal(e) => write!(f, "{e}"),
+            ServerError::Epoch(e) => write!(f, "{e}"),
             ServerError::DatabaseWithoutLedger { path, entries } => write!(
                 f,
                 "database {} holds {entries} wallets but there is no ledger to check them against; \
@@ -109,6 +113,7 @@ impl fmt::Display for ServerError {
             ServerError::Mismatch { db, ledger } => {
                 write!(f, "database {} does not match ledger {}", db.display(), ledger.display())
             }
+            ServerError::Lock(e) => write!(f, "{e}"),
         }
     }
 }
@@ -164,9 +169,12 @@ enum Format {
 
 /// Runs a node until `shutdown` receives (or closes). Returns after a clean stop.
 pub fn run(config: ServerConfig, shutdown: Receiver<()>) -> Result<(), ServerError> {
+    let _lock =
+        crate::lock::DataDirLock::acquire(&config.data_dir, config.port).map_err(ServerError::Lock)?;
     let recovered = recovery::recover(&config.data_dir, config.port)?;
     let (net_tx, net_rx) = crossbeam_channel::bounded(4096);
-    let mut endpoint = Endpoint::bind(config.bind, net_tx, Faults::from_env())
+    let auth = trust::authenticators(&config)?;
+    let mut endpoint = Endpoint::bind(config.bind, net_tx, Faults::from_env(), auth)
         .map_err(|e| ServerError::Bind(config.bind, e))?;
     let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
     let (fired_tx, fired_rx) = crossbeam_channel::unbounded();
@@ -196,8 +204,10 @@ struct Server {
     disk_budget: Option<u64>,
     /// Lines recovery wants the operator to see.
     notes: Vec<String>,
-    /// Peers by address, to authenticate statements.
+    /// Peers by address: how development mode (no keys) tells who sent a peer message.
     peer_ids: HashMap<SocketAddr, NodeId>,
+    /// The quorum sets peers announce, checked for intersection with ours.
+    quorum_watch: trust::QuorumWatch,
     /// When each peer was last heard from (any datagram), to spot silent ones.
     last_heard: HashMap<NodeId, Instant>,
     /// Peers reported silent to the core.
@@ -212,8 +222,8 @@ struct Server {
     replies: Vec<(SocketAddr, Format, Reply)>,
     /// Our ballot statements not yet in the journal; nothing below is sent before they are.
     unjournaled: Vec<Statement>,
-    /// Datagrams to send at the next flush: to one address, or to every peer.
-    outgoing: Vec<(Option<SocketAddr>, Vec<u8>)>,
+    /// Peer messages to send at the next flush: to one peer, or to every peer.
+    outgoing: Vec<(Option<NodeId>, Vec<u8>)>,
     /// New requests to flood to the peers at the next flush.
     to_flood: Vec<Request>,
     /// Requests in the last decided batch (the recent concurrency).
@@ -237,6 +247,7 @@ impl Server {
         let peer_ids = config.peers.iter().map(|(id, addr)| (*addr, *id)).collect();
         let last_heard = config.peers.keys().map(|id| (*id, Instant::now())).collect();
         let log = Log::new(config.id, config.verbosity);
+        let config_id_qset = (config.id, config.quorum_set.clone());
         Ok(Server {
             config,
             node,
@@ -253,6 +264,7 @@ impl Server {
             last_heard,
             silent: Default::default(),
             peer_ids,
+            quorum_watch: trust::QuorumWatch::new(config_id_qset.0, config_id_qset.1),
             pool: BTreeMap::new(),
             waiting: HashMap::new(),
             proposed: None,
@@ -267,6 +279,19 @@ impl Server {
     }
 
     fn announce(&self, local: SocketAddr) {
+        match &self.config.keys {
+            None => self.log.always(format_args!(
+                "development mode: no --key-file, so peers are told apart by source address and only \
+                 loopback addresses are used; see `fba_server keygen --help` for authenticated peers"
+            )),
+            Some(keys) => self.log.always(format_args!(
+                "authenticated mode: every peer datagram carries an HMAC-SHA256 authenticator ({} peer keys)",
+                keys.pairwise.len()
+            )),
+        }
+        for warning in &self.config.warnings {
+            self.log.always(format_args!("{warning}"));
+        }
         let q = &self.config.quorum_set;
         for note in &self.notes {
             self.log.always(format_args!("recovery: {note}"));
@@ -283,19 +308,35 @@ impl Server {
         self.print_entries();
     }
 
-    /// Re-adopts our own statements from the journal, then asks peers what we missed.
+    /// Re-adopts our own statements from the journal (see [`Node::restore`]): those of
+    /// undecided slots, to carry on without contradicting them, and our EXTERNALIZE of the
+    /// decided slots still in the core's history window, to answer laggards about them.
+    /// Then asks peers what we missed.
     fn restore(&mut self, own: Vec<Statement>) -> Result<(), ServerError> {
-        for st in own {
-            self.log.protocol(format_args!(
-                "restore {} slot={} {}",
-                st.pledges.kind(),
-                st.slot,
-                st.pledges.fields()
-            ));
+        let next = self.node.current_slot();
+        let oldest = next.saturating_sub(self.node.config().history);
+        let mut answerable = 0;
+        for st in own.into_iter().filter(|st| st.slot >= oldest) {
+            let decided = st.slot < next;
+            if !decided {
+                self.log.protocol(format_args!(
+                    "restore {} slot={} {}",
+                    st.pledges.kind(),
+                    st.slot,
+                    st.pledges.fields()
+                ));
+            }
             match self.node.restore(self.now(), st) {
-                Ok(outputs) => self.execute(outputs)?,
+                Ok(outputs) => {
+                    answerable += usize::from(decided);
+                    self.execute(outputs)?;
+                }
                 Err(e) => self.log.always(format_args!("recovery: journal statement not restored: {e}")),
             }
+        }
+        if answerable > 0 {
+            let line = format_args!("restore EXTERNALIZE of {answerable} decided slots, for laggards");
+            self.log.protocol(line);
         }
         self.flush()?;
         self.request_catchup_if_behind(true);
@@ -348,97 +389,103 @@ impl Server {
 
     fn on_datagram(&mut self, incoming: Incoming) -> Result<(), ServerError> {
         let from = incoming.from;
-        if let Some(peer) = self.peer_ids.get(&from) {
-            self.last_heard.insert(*peer, Instant::now());
-        }
         match incoming.datagram {
             Err(e) => self.on_malformed(from, &e),
             Ok(Datagram::Text(line)) => self.on_text(from, &line),
-            Ok(Datagram::Json(message)) => match message {
-                Message::Scp { statement } => self.on_statement(from, statement)?,
-                Message::Flood { requests } => self.on_flood(from, requests),
-                Message::CatchUp { from: slot } => {
-                    if let Some(peer) = self.peer(from, "catch-up request") {
-                        self.serve_catchup(peer, slot);
-                    }
+            Ok(Datagram::Peer { peer, message }) => self.on_peer_message(peer, message)?,
+            Ok(Datagram::Json(message)) if message.is_peer_message() => {
+                if let Some(peer) = self.unsealed_peer(from) {
+                    self.on_peer_message(peer, message)?;
                 }
-                Message::Ledger { last, entries } => {
-                    if let Some(peer) = self.peer(from, "ledger entries") {
-                        self.on_ledger_offer(peer, last, entries)?;
-                    }
+            }
+            Ok(Datagram::Json(Message::Request { request })) => self.on_request(from, request, Format::Json),
+            Ok(Datagram::Json(_)) => {
+                self.log.dropped("unexpected", from, format_args!("unexpected reply message"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Who sent an unsealed peer message: in development mode, the configured peer at its
+    /// source address; with keys, nobody (only sealed peer messages count).
+    fn unsealed_peer(&self, from: SocketAddr) -> Option<NodeId> {
+        if self.config.keys.is_some() {
+            self.log.dropped(
+                "authentication",
+                from,
+                format_args!("peer message without an authenticator (this node runs with --key-file)"),
+            );
+            return None;
+        }
+        let peer = self.peer_ids.get(&from).copied();
+        if peer.is_none() {
+            self.log.dropped(
+                "non-peer",
+                from,
+                format_args!("peer message from {from}, which is not a configured peer"),
+            );
+        }
+        peer
+    }
+
+    /// A message from an authenticated peer (by its authenticator, or in development mode
+    /// by its address).
+    fn on_peer_message(&mut self, peer: NodeId, message: Message) -> Result<(), ServerError> {
+        self.last_heard.insert(peer, Instant::now());
+        match message {
+            Message::Scp { statement } => self.on_statement(peer, statement)?,
+            Message::Flood { requests } => {
+                for request in requests {
+                    self.admit(request);
                 }
-                Message::Request { request } => self.on_request(from, request, Format::Json),
-                Message::Reply { .. } | Message::Error { .. } => {
-                    self.log.dropped("unexpected", from, format_args!("unexpected reply message"));
-                }
-            },
+            }
+            Message::CatchUp { from } => self.serve_catchup(peer, from),
+            Message::Ledger { last, entries } => self.on_ledger_offer(peer, last, entries)?,
+            Message::Request { .. } | Message::Reply { .. } | Message::Error { .. } => {
+                debug_assert!(false, "not a peer message");
+            }
         }
         Ok(())
     }
 
     fn on_malformed(&mut self, from: SocketAddr, e: &DecodeError) {
-        self.log.dropped("malformed", from, format_args!("{e}"));
+        let kind = match e {
+            DecodeError::Auth(_) | DecodeError::NotPeerMessage => "authentication",
+            _ => "malformed",
+        };
+        self.log.dropped(kind, from, format_args!("{e}"));
         if !self.peer_ids.contains_key(&from) && matches!(e, DecodeError::BadJson(_)) {
             let error = Message::Error { node: self.config.id, error: e.to_string() };
             self.send(from, &net::encode(&error));
         }
     }
 
-    fn on_statement(&mut self, from: SocketAddr, statement: Statement) -> Result<(), ServerError> {
-        match self.peer_ids.get(&from) {
-            None => self.log.dropped(
-                "non-peer",
-                from,
-                format_args!("statement from {from}, which is not a configured peer"),
-            ),
-            Some(&peer) if peer != statement.node => self.log.dropped(
+    fn on_statement(&mut self, peer: NodeId, statement: Statement) -> Result<(), ServerError> {
+        if peer != statement.node {
+            let addr = self.config.peers.get(&peer).copied().unwrap_or(self.config.bind);
+            self.log.dropped(
                 "impersonation",
-                from,
+                addr,
                 format_args!("statement claims node {} but came from peer {peer}", statement.node),
-            ),
-            Some(&peer) => {
-                self.log.protocol(format_args!(
-                    "recv {} from {} slot={} {}",
-                    statement.pledges.kind(),
-                    statement.node,
-                    statement.slot,
-                    statement.pledges.fields()
-                ));
-                // A peer speaking about a slot beyond our next one is ahead of us.
-                self.catchup.saw(peer, statement.slot.saturating_sub(1));
-                if self.step(Input::Statement(statement))? == Some(Rejection::TooFarAhead) {
-                    self.request_catchup_if_behind(false);
-                }
-            }
+            );
+            return Ok(());
+        }
+        self.log.protocol(format_args!(
+            "recv {} from {} slot={} {}",
+            statement.pledges.kind(),
+            statement.node,
+            statement.slot,
+            statement.pledges.fields()
+        ));
+        if let Some(warning) = self.quorum_watch.saw(peer, &statement) {
+            self.log.always(format_args!("WARNING: {warning}"));
+        }
+        // A peer speaking about a slot beyond our next one is ahead of us.
+        self.catchup.saw(peer, statement.slot.saturating_sub(1));
+        if self.step(Input::Statement(statement))? == Some(Rejection::TooFarAhead) {
+            self.request_catchup_if_behind(false);
         }
         Ok(())
-    }
-
-    /// The id of the configured peer at `from`, or None (logged) for anyone else.
-    fn peer(&self, from: SocketAddr, what: &str) -> Option<NodeId> {
-        let peer = self.peer_ids.get(&from).copied();
-        if peer.is_none() {
-            self.log.dropped(
-                "non-peer",
-                from,
-                format_args!("{what} from {from}, which is not a configured peer"),
-            );
-        }
-        peer
-    }
-
-    fn on_flood(&mut self, from: SocketAddr, requests: Vec<Request>) {
-        if !self.peer_ids.contains_key(&from) {
-            self.log.dropped(
-                "non-peer",
-                from,
-                format_args!("flood from {from}, which is not a configured peer"),
-            );
-            return;
-        }
-        for request in requests {
-            self.admit(request);
-        }
     }
 
     fn on_text(&mut self, from: SocketAddr, line: &str) {
@@ -448,7 +495,7 @@ impl Server {
                 // their requests by the time they arrive.
                 let client = text_client_id(from);
                 let seq = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-                self.on_request(from, Request { client, seq, op }, Format::Text);
+                self.on_request(from, Request::new(client, seq, op), Format::Text);
             }
             Err(e) => {
                 self.log.dropped("bad request", from, format_args!("bad text request {line:?}: {e}"));
@@ -460,16 +507,9 @@ impl Server {
     /// A client's request: answer from the reply cache, or pool and flood it.
     fn on_request(&mut self, from: SocketAddr, request: Request, format: Format) {
         let id = (request.client, request.seq);
-        if let Some(reply) =
-            self.wallet.cached_reply(request.client).filter(|r| r.seq == request.seq).cloned()
-        {
-            self.reply(from, format, &reply);
-            return;
-        }
-        if let Some(last_seq) = self.wallet.last_seq(request.client).filter(|last| request.seq < *last) {
-            let reply =
-                Reply { client: request.client, seq: request.seq, outcome: Outcome::Duplicate { last_seq } };
-            self.reply(from, format, &reply);
+        let admission = self.wallet.admission(&request);
+        if let Some(reply) = admission.reply() {
+            self.reply(from, format, reply);
             return;
         }
         if !self.pool.contains_key(&id) && self.pool.len() >= MAX_POOL {
@@ -487,7 +527,7 @@ impl Server {
     /// Adds a request to the pool unless it is known or already applied. True if added.
     fn admit(&mut self, request: Request) -> bool {
         let id = (request.client, request.seq);
-        let applied = self.wallet.last_seq(request.client).is_some_and(|last| request.seq <= last);
+        let applied = !self.wallet.admission(&request).is_new();
         if applied || self.pool.contains_key(&id) || self.pool.len() >= MAX_POOL {
             return false;
         }
@@ -576,9 +616,9 @@ impl Server {
         }
     }
 
-    /// Carries out the core's outputs. Statements are queued for [`Server::flush`], which
-    /// journals our ballot statements before anything is sent. An EXTERNALIZE needs no
-    /// journal entry: the slot is in the (synced) ledger before the flush sends it.
+    /// Carries out the core's outputs. Our statements are queued for [`Server::flush`],
+    /// which journals them before anything is sent (syncing if one binds us, see
+    /// [`crate::journal`]); an answer to a laggard repeats a journaled EXTERNALIZE.
     fn execute(&mut self, outputs: Vec<Output>) -> Result<(), ServerError> {
         for output in outputs {
             match output {
@@ -589,9 +629,7 @@ impl Server {
                         st.slot,
                         st.pledges.fields()
                     ));
-                    if matches!(st.pledges, Pledges::Prepare { .. } | Pledges::Confirm { .. }) {
-                        self.unjournaled.push(st.clone());
-                    }
+                    self.unjournaled.push(st.clone());
                     self.outgoing.push((None, net::encode(&Message::Scp { statement: st })));
                 }
                 Output::Send { to, statement } => {
@@ -601,9 +639,7 @@ impl Server {
                         statement.slot,
                         statement.pledges.fields()
                     ));
-                    if let Some(addr) = self.config.peers.get(&to).copied() {
-                        self.outgoing.push((Some(addr), net::encode(&Message::Scp { statement })));
-                    }
+                    self.outgoing.push((Some(to), net::encode(&Message::Scp { statement })));
                 }
                 Output::SetTimer { timer, at } => {
                     let _ = self.timers.send(TimerCommand::Set(timer, self.epoch + at));
@@ -617,8 +653,9 @@ impl Server {
         Ok(())
     }
 
-    /// Makes our new statements durable (one sync for all of them), then sends everything
-    /// queued: statements, floods of new requests, and replies.
+    /// Journals our new statements (one write, and one sync if any PREPARE or CONFIRM is
+    /// among them), then sends everything queued: statements, floods of new requests, and
+    /// replies.
     fn flush(&mut self) -> Result<(), ServerError> {
         if !self.unjournaled.is_empty() {
             self.journal.record(&self.unjournaled).map_err(ServerError::Journal)?;
@@ -626,7 +663,7 @@ impl Server {
         }
         for (to, bytes) in std::mem::take(&mut self.outgoing) {
             match to {
-                Some(addr) => self.send(addr, &bytes),
+                Some(peer) => self.send_peer(peer, &bytes),
                 None => self.broadcast(&bytes),
             }
         }
@@ -639,16 +676,16 @@ impl Server {
         Ok(())
     }
 
-    /// Rewrites the journal once it is large, keeping the statements of undecided slots.
+    /// Rewrites the journal once it is large, keeping our EXTERNALIZE of the decided slots
+    /// still answered to laggards and our statements of the undecided ones.
     fn compact_journal(&mut self) -> Result<(), ServerError> {
         if !self.journal.is_large() {
             return Ok(());
         }
         let next = self.node.current_slot();
-        let keep: Vec<Statement> = (next..=next + self.node.config().max_slots_ahead)
-            .flat_map(|slot| self.node.own_statements(slot))
-            .filter(|st| st.pledges.is_ballot())
-            .collect();
+        let open = (next..=next + self.node.config().max_slots_ahead)
+            .flat_map(|slot| self.node.own_statements(slot));
+        let keep: Vec<Statement> = self.node.decided_statements().cloned().chain(open).collect();
         self.journal.compact_if_large(&keep).map_err(ServerError::Journal)
     }
 
@@ -677,7 +714,7 @@ impl Server {
         let replies = self.wallet.apply_batch(batch);
         let mut changed = false;
         for (request, reply) in batch.requests().iter().zip(&replies) {
-            changed |= reply.outcome.is_ok() && !matches!(request.op, Op::Get { .. });
+            changed |= reply.outcome.is_ok() && request.op.is_write();
             self.log.protocol(format_args!(
                 "apply slot={slot} client={} seq={} {} -> {}",
                 request.client,
@@ -692,7 +729,7 @@ impl Server {
             }
         }
         let wallet = &self.wallet;
-        self.pool.retain(|(client, seq), _| wallet.last_seq(*client).is_none_or(|last| *seq > last));
+        self.pool.retain(|_, (request, _)| wallet.admission(request).is_new());
         Ok(changed)
     }
 
@@ -735,9 +772,19 @@ impl Server {
         self.send(to, &bytes);
     }
 
+    /// Sends a peer message to every peer.
     fn broadcast(&self, bytes: &[u8]) {
-        for addr in self.config.peers.values() {
-            self.send(*addr, bytes);
+        for peer in self.config.peers.keys() {
+            self.send_peer(*peer, bytes);
+        }
+    }
+
+    /// Sends a peer message to one peer, sealed for it when the node has keys.
+    fn send_peer(&self, peer: NodeId, bytes: &[u8]) {
+        let Some(addr) = self.config.peers.get(&peer).copied() else { return };
+        if let Err(e) = self.outbox.send_peer(peer, addr, bytes) {
+            self.log
+                .always(format_args!("send of {} bytes to peer {peer} at {addr} failed: {e}", bytes.len()));
         }
     }
 
@@ -749,12 +796,7 @@ impl Server {
 }
 
 fn describe_op(op: &Op) -> String {
-    match op {
-        Op::Set { key, amount } => format!("set {key} {amount}"),
-        Op::Deposit { key, amount } => format!("deposit {key} {amount}"),
-        Op::Withdraw { key, amount } => format!("withdraw {key} {amount}"),
-        Op::Get { key } => format!("get {key}"),
-    }
+    op.to_string()
 }
 
 /// A stable client id for a plain-text client: a hash of its address, top bit set so it
@@ -771,6 +813,8 @@ struct Log {
     id: NodeId,
     verbosity: Verbosity,
     drops: std::cell::RefCell<HashMap<&'static str, (Instant, u32)>>,
+    /// Dropped datagrams by kind since start (shown in each drop line).
+    dropped_total: std::cell::RefCell<BTreeMap<&'static str, u64>>,
 }
 
 /// Most dropped-datagram lines printed per kind per second.
@@ -778,7 +822,7 @@ const DROP_LINES_PER_SECOND: u32 = 5;
 
 impl Log {
     fn new(id: NodeId, verbosity: Verbosity) -> Log {
-        Log { id, verbosity, drops: Default::default() }
+        Log { id, verbosity, drops: Default::default(), dropped_total: Default::default() }
     }
 
     fn always(&self, line: fmt::Arguments) {
@@ -799,6 +843,12 @@ impl Log {
 
     /// Logs a dropped datagram of kind `kind`, at most a few lines per kind per second.
     fn dropped(&self, kind: &'static str, from: SocketAddr, reason: fmt::Arguments) {
+        let total = {
+            let mut totals = self.dropped_total.borrow_mut();
+            let total = totals.entry(kind).or_insert(0);
+            *total += 1;
+            *total
+        };
         let mut drops = self.drops.borrow_mut();
         let (since, count) = drops.entry(kind).or_insert((Instant::now(), 0));
         if since.elapsed() >= Duration::from_secs(1) {
@@ -810,7 +860,7 @@ impl Log {
         }
         *count += 1;
         if *count <= DROP_LINES_PER_SECOND {
-            self.always(format_args!("dropped datagram from {from}: {reason}"));
+            self.always(format_args!("dropped datagram from {from} ({kind}, {total} so far): {reason}"));
         }
     }
 }

@@ -586,8 +586,9 @@ mod tests {
         let mut wallet = crate::wallet::Wallet::new();
         let ops =
             crate::wallet::parse_text_list("foo:$10, bar:$30, foo:$20, bar:$20, foo:$30, bar:$10").unwrap();
+        let session = wallet.register(1, 1);
         for (seq, op) in ops.into_iter().enumerate() {
-            wallet.apply(&crate::wallet::Request { client: 1, seq: seq as u64, op });
+            wallet.apply(&crate::wallet::Request::new(1, seq as u64 + 1, op).with_session(session));
             store.save(wallet.entries()).unwrap();
         }
         assert_eq!(store.path(), scratch.0.join("assignment3_5000.db"));

@@ -139,10 +139,13 @@ fn a_retransmitted_request_is_applied_once_whichever_node_gets_it() {
     let cluster = Cluster::start(4, 3, &[]);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     socket.set_read_timeout(Some(support::DEADLINE)).expect("timeout");
-    let request = br#"{"type":"request","request":{"client":77,"seq":1,"op":{"type":"deposit","key":"x","amount":"$5"}}}"#;
+    let session = support::RawClient::new(cluster.ports[0], 77).register().expect("a session");
+    let request = format!(
+        r#"{{"type":"request","request":{{"client":77,"seq":1,"session":{session},"op":{{"type":"deposit","key":"x","amount":"$5"}}}}}}"#
+    );
     let mut replies = vec![];
     for node in [0, 1, 0] {
-        socket.send_to(request, ("127.0.0.1", cluster.ports[node])).expect("send");
+        socket.send_to(request.as_bytes(), ("127.0.0.1", cluster.ports[node])).expect("send");
         let mut buf = [0u8; 2048];
         let (n, _) = socket.recv_from(&mut buf).expect("a reply");
         let reply: serde_json::Value = serde_json::from_slice(&buf[..n]).expect("json reply");

@@ -218,7 +218,7 @@ fn catch_up_after_many_slots(slots: u64) {
     assert_eq!(reply.unwrap()["outcome"]["balance"], "$2");
     let acked = Acked::from([("after".into(), "$2".into()), ("x".into(), format!("${slots}"))]);
     let total = check_final_state(&mut cluster, &acked);
-    assert_eq!(total, slots + 2);
+    assert_eq!(total, slots + 4, "two clients' registers, two sets and the deposits");
 }
 
 /// Deciding the 5,000 slots takes about 20 s on 2 cores; catching up, about 1 s.
@@ -344,7 +344,7 @@ fn a_torn_last_ledger_entry_is_dropped_and_fetched_again() {
     let mut client = RawClient::new(cluster.ports[1], 2);
     assert!(ok(&client.call(&set_op("later", 7))));
     acked.insert("later".into(), "$7".into());
-    assert_eq!(check_final_state(&mut cluster, &acked), 6);
+    assert_eq!(check_final_state(&mut cluster, &acked), 8, "two registers and six writes");
 }
 
 #[test]
@@ -358,7 +358,7 @@ fn a_missing_database_is_rebuilt_from_the_ledger() {
     assert!(log.contains("was missing: rebuilt from the ledger"), "{log}");
     assert!(!log.contains("kept as"), "nothing to set aside: {log}");
     assert_eq!(cluster.db(1), cluster.db(0), "rebuilt before it listens");
-    assert_eq!(check_final_state(&mut cluster, &acked), 5);
+    assert_eq!(check_final_state(&mut cluster, &acked), 6, "a register and five writes");
 }
 
 #[test]
@@ -380,13 +380,14 @@ fn a_corrupt_database_is_set_aside_and_rewritten_from_the_ledger() {
         .collect();
     assert_eq!(bad.len(), 1, "one set-aside file: {bad:?}");
     assert_eq!(std::fs::read_to_string(&bad[0]).unwrap(), garbage, "kept as it was");
-    assert_eq!(check_final_state(&mut cluster, &acked), 5);
+    assert_eq!(check_final_state(&mut cluster, &acked), 6, "a register and five writes");
 }
 
 #[test]
 fn a_full_disk_stops_the_node_before_it_acknowledges_and_the_others_go_on() {
     let mut cluster = Cluster::new(4, 3);
-    cluster.start_node_with(0, &[("FBA_DISK_FULL_AFTER", OsStr::new("3"))], &[]);
+    // Room for four ledger entries: the client's register and three sets.
+    cluster.start_node_with(0, &[("FBA_DISK_FULL_AFTER", OsStr::new("4"))], &[]);
     for i in 1..4 {
         cluster.start_node(i);
     }
@@ -412,9 +413,9 @@ fn a_full_disk_stops_the_node_before_it_acknowledges_and_the_others_go_on() {
     let ledger_path = cluster.ledger_path(0);
     assert!(log.contains("No space left on device"), "{log}");
     assert!(log.contains(&*ledger_path.to_string_lossy()), "names the ledger: {log}");
-    assert_eq!(cluster.ledger(0).lines().count(), 3, "exactly three slots in node 0's ledger");
-    assert!(!log.contains("apply slot=4"), "{log}");
-    assert_eq!(cluster.verify_ok(0), 3);
+    assert_eq!(cluster.ledger(0).lines().count(), 4, "exactly four slots in node 0's ledger");
+    assert!(!log.contains("apply slot=5"), "{log}");
+    assert_eq!(cluster.verify_ok(0), 4);
 
     // The fourth request was flooded before node 0 stopped: the others commit it.
     let mut acked: Acked = (1..=4).map(|i| (format!("k{i}"), format!("${i}"))).collect();
@@ -425,5 +426,5 @@ fn a_full_disk_stops_the_node_before_it_acknowledges_and_the_others_go_on() {
     let mut client = RawClient::new(cluster.ports[0], 2);
     assert!(ok(&client.call(&set_op("k6", 6))));
     acked.insert("k6".into(), "$6".into());
-    assert_eq!(check_final_state(&mut cluster, &acked), 5);
+    assert_eq!(check_final_state(&mut cluster, &acked), 7, "two registers and five sets");
 }

@@ -1,10 +1,13 @@
 //! Deterministic simulated-network tests of the SCP core.
 //!
 //! Every run checks agreement, validity, in-order reporting, isolation, the core's
-//! interface contract and (after the asynchrony period) termination; see [`sim`]. The `random_*` tests run seeded random scenarios
-//! over the three topologies (seed `s` uses `Topology::ALL[s % 3]`); `FBA_SIM_SCALE=k`
-//! multiplies their number of runs. A failing run prints its seed, scenario, the tail of
-//! its event trace, and the command replaying it, e.g.
+//! interface contract and (where the topology guarantees it, after the asynchrony period)
+//! termination; see [`sim`]. The `random_*` tests run seeded random scenarios over the
+//! three fixed topologies (seed `s` uses `Topology::ALL[s % 3]`) and over random asymmetric
+//! configurations with one Byzantine node; the attacker and restart-storm tests run
+//! targeted scenarios. `FBA_SIM_SCALE=k` multiplies the number of runs of all of them. A
+//! failing run prints its seed, scenario, the tail of its event trace, and the command
+//! replaying it, e.g.
 //!
 //! ```text
 //! FBA_SIM_SEED=1234 cargo test --test simulation replay -- --exact --nocapture
@@ -12,12 +15,22 @@
 //!
 //! With `FBA_SIM_SEED` set, the named scenario tests also run only that seed, printing
 //! their whole trace (the `random_*` batches run as usual, silently).
+//!
+//! Scaled sweeps keep every `debug_assert` of the core on, in an optimised build:
+//!
+//! ```text
+//! FBA_SIM_SCALE=100 cargo test --profile sim --test simulation
+//! ```
 
 mod sim;
 
-use fba::quorum::NodeId;
+use fba::quorum::{NodeId, QuorumSet};
 use fba::scp::Timeouts;
-use sim::{ms, replay_seed, run, scale, Behaviour, Network, Outcome, Property, Scenario, Topology};
+use sim::{
+    asymmetric_quorum_sets, delete, intact_despite, ms, replay_seed, run, scale, Behaviour, Network, Outcome,
+    Property, Scenario, Topology,
+};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -52,6 +65,7 @@ fn runs_per_test(topology: Topology) -> u64 {
         Topology::Four => 1_000,
         Topology::Seven => 500,
         Topology::Tiered => 225,
+        Topology::Asymmetric { .. } => 200,
     }
 }
 
@@ -62,6 +76,18 @@ fn random_batch(topology: Topology, batch: u64) {
     let seeds = (batch * runs..(batch + 1) * runs).map(|i| 3 * i + topology.index());
     let outcomes = run_all(seeds.map(Scenario::random), false);
     assert_eq!(outcomes.len() as u64, runs);
+}
+
+/// Runs the random asymmetric scenarios numbered `batch`.
+fn random_asymmetric_batch(batch: u64) {
+    let runs = runs_per_test(Topology::Asymmetric { nodes: 0, seed: 0 }) * scale();
+    let outcomes = run_all((batch * runs..(batch + 1) * runs).map(Scenario::random_asymmetric), false);
+    assert_eq!(outcomes.len() as u64, runs);
+}
+
+/// The seeds a named test runs: `FBA_SIM_SEED` alone when set, else `0..runs × scale`.
+fn scaled(runs: u64) -> Range<u64> {
+    0..runs * scale()
 }
 
 /// Timeouts of `ms` milliseconds, growing by as much per round or counter.
@@ -135,6 +161,16 @@ fn random_tiered_c() {
 #[test]
 fn random_tiered_d() {
     random_batch(Topology::Tiered, 3);
+}
+
+#[test]
+fn random_asymmetric_a() {
+    random_asymmetric_batch(0);
+}
+
+#[test]
+fn random_asymmetric_b() {
+    random_asymmetric_batch(1);
 }
 
 /// Replays `FBA_SIM_SEED` with its whole trace printed; without it, runs seed 1.
@@ -327,4 +363,201 @@ fn no_quorum_means_no_decision() {
         assert!(outcome.decisions.values().all(Vec::is_empty), "{}", outcome.report());
         assert!(outcome.end >= Duration::from_secs(60), "{}", outcome.report());
     }
+}
+
+// ----- Asymmetric quorum configurations ----------------------------------------------------
+
+/// Brute force over every set of honest nodes: with `byzantine` deleted, are the honest
+/// nodes a quorum, and do every two of their quorums intersect?
+fn intact_by_brute_force(qsets: &BTreeMap<NodeId, QuorumSet>, byzantine: NodeId) -> bool {
+    let honest: Vec<NodeId> = qsets.keys().copied().filter(|&n| n != byzantine).collect();
+    let is_quorum = |set: &BTreeSet<NodeId>| {
+        !set.is_empty() && set.iter().all(|n| qsets[n].is_slice(&|x| x == byzantine || set.contains(&x)))
+    };
+    let quorums: Vec<BTreeSet<NodeId>> = (1u32..1 << honest.len())
+        .map(|mask| {
+            honest.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, n)| *n).collect()
+        })
+        .filter(is_quorum)
+        .collect();
+    let all = honest.iter().copied().collect();
+    let without = |set: &BTreeSet<NodeId>| set.iter().all(|n| qsets[n].is_slice(&|x| set.contains(&x)));
+    without(&all) && quorums.iter().all(|a| quorums.iter().all(|b| !a.is_disjoint(b)))
+}
+
+#[test]
+fn asymmetric_configurations_are_intact_despite_their_byzantine_node() {
+    // The generator's verdict (deletion + fba::quorum::intersection::check) against a
+    // brute force over every set, on the drawn configurations and on ones it refused.
+    let mut refused = 0;
+    for seed in scaled(100) {
+        let nodes = 5 + (seed % 4) as u8;
+        let qsets = asymmetric_quorum_sets(nodes, seed);
+        let byzantine = NodeId(3000 + u64::from(nodes) - 1);
+        assert!(intact_by_brute_force(&qsets, byzantine), "seed {seed}: {qsets:?}");
+        let mut weakened = qsets.clone();
+        for q in weakened.values_mut() {
+            q.threshold = q.threshold.saturating_sub(1).max(1);
+        }
+        let verdict = intact_despite(&weakened, byzantine);
+        assert_eq!(verdict, intact_by_brute_force(&weakened, byzantine), "seed {seed}: {weakened:?}");
+        refused += usize::from(!verdict);
+    }
+    assert!(refused > 0, "lowered thresholds should break some configurations");
+}
+
+#[test]
+fn deleting_a_node_frees_its_entry_in_every_slice() {
+    let ids = |v: &[u64]| v.iter().map(|&i| NodeId(i)).collect::<Vec<_>>();
+    let q = QuorumSet {
+        threshold: 2,
+        validators: ids(&[1]),
+        inner_sets: vec![QuorumSet::new(1, ids(&[9])), QuorumSet::new(2, ids(&[2, 3, 9]))],
+    };
+    let expected =
+        QuorumSet { threshold: 1, validators: ids(&[1]), inner_sets: vec![QuorumSet::new(1, ids(&[2, 3]))] };
+    assert_eq!(delete(&q, NodeId(9)), Some(expected));
+    assert_eq!(delete(&QuorumSet::new(1, ids(&[1, 9])), NodeId(9)), None);
+}
+
+// ----- Targeted attackers -------------------------------------------------------------------
+
+/// `behaviour` as the one Byzantine node of four nodes, seven nodes or a random asymmetric
+/// configuration (a third each), a fifth of the time with a lossy phase and hasty
+/// timeouts. Every correct node must decide every slot, and agree.
+fn attacked(seed: u64, behaviour: Behaviour) -> Scenario {
+    let base = match seed % 3 {
+        0 => Scenario::calm(Topology::Four, seed),
+        1 => Scenario::calm(Topology::Seven, seed),
+        _ => Scenario::calm(Topology::Asymmetric { nodes: 5 + (seed % 4) as u8, seed }, seed),
+    };
+    let byzantine = base.topology.byzantine_slot().unwrap_or(NodeId(3000 + seed % 4));
+    let mut scenario = base.fault(byzantine.0, behaviour);
+    if seed % 5 == 4 {
+        let network = Network::Lossy { until: ms(3_000), loss: 0.2, duplicate: 0.2, max_delay: ms(300) };
+        scenario = scenario.network(network).timeouts(hasty(40));
+    }
+    scenario
+}
+
+#[test]
+fn a_node_backing_each_peer_one_step_ahead_cannot_split_or_stall() {
+    named("a_node_backing_each_peer_one_step_ahead_cannot_split_or_stall", scaled(45), |seed| {
+        attacked(seed, Behaviour::Flatter)
+    });
+}
+
+#[test]
+fn a_node_telling_each_half_another_value_at_every_stage_cannot_split_or_stall() {
+    named(
+        "a_node_telling_each_half_another_value_at_every_stage_cannot_split_or_stall",
+        scaled(45),
+        |seed| attacked(seed, Behaviour::Split),
+    );
+}
+
+#[test]
+fn counters_at_u32_max_are_harmless() {
+    named("counters_at_u32_max_are_harmless", scaled(45), |seed| attacked(seed, Behaviour::MaxCounters));
+}
+
+#[test]
+fn values_injected_only_through_ballot_statements_are_never_externalized() {
+    named("values_injected_only_through_ballot_statements_are_never_externalized", scaled(45), |seed| {
+        attacked(seed, Behaviour::BallotOnly)
+    });
+}
+
+// ----- Restart storms -------------------------------------------------------------------------
+
+/// Storm outcomes must show the nodes restarting and restoring their journals.
+fn assert_storms_restarted(outcomes: &[Outcome]) {
+    if replay_seed().is_none() {
+        let restored: usize = outcomes.iter().map(|o| o.restored).sum();
+        assert!(restored >= 10 * outcomes.len(), "only {restored} statements restored");
+    }
+}
+
+#[test]
+fn restart_storm_on_four_nodes_strands_no_slot() {
+    let outcomes = named("restart_storm_on_four_nodes_strands_no_slot", scaled(40), |seed| {
+        Scenario::storm(Topology::Four, seed)
+    });
+    assert_storms_restarted(&outcomes);
+}
+
+#[test]
+fn restart_storm_on_the_tiered_topology_strands_no_slot() {
+    let outcomes = named("restart_storm_on_the_tiered_topology_strands_no_slot", scaled(30), |seed| {
+        Scenario::storm(Topology::Tiered, seed)
+    });
+    assert_storms_restarted(&outcomes);
+}
+
+#[test]
+fn restart_storm_with_a_byzantine_node_forging_its_ledger() {
+    // Seven nodes: six restart again and again, the seventh equivocates and offers forged
+    // ledger entries to every node catching up.
+    let outcomes = named("restart_storm_with_a_byzantine_node_forging_its_ledger", scaled(15), |seed| {
+        let byzantine = 3000 + seed % 7;
+        Scenario::storm(Topology::Seven, seed)
+            .fault(byzantine, Behaviour::Equivocate { per_peer: seed % 2 == 0 })
+            .catch_up(true)
+    });
+    assert_storms_restarted(&outcomes);
+}
+
+#[test]
+fn catch_up_trusts_a_slice_with_the_laggard_where_no_v_blocking_set_is_left() {
+    // Tiered: 3000 is cut off while the others decide every slot; just before the heal,
+    // 3002 and 3005..=3008 crash for good. What is left ahead of it, its org-mate 3001
+    // and 3003, 3004 of the second organisation, forms a slice with it but is not
+    // v-blocking for it (and SCP alone cannot carry it: one organisation is not). The
+    // ledger catch-up must still bring it up to date.
+    let heal = ms(5_000);
+    let outcomes = named(
+        "catch_up_trusts_a_slice_with_the_laggard_where_no_v_blocking_set_is_left",
+        scaled(10),
+        |seed| {
+            let cut = [NodeId(3000)];
+            let scenario = Scenario::calm(Topology::Tiered, seed)
+                .network(Network::isolate(Topology::Tiered, &cut, ms(0), heal))
+                .catch_up(true);
+            [3002, 3005, 3006, 3007, 3008]
+                .into_iter()
+                .fold(scenario, |s, n| s.fault(n, Behaviour::Crash(Some(heal - ms(500)))))
+        },
+    );
+    for o in &outcomes {
+        assert_eq!(o.decided_before(3001, heal), 5, "{}", o.report());
+        assert_eq!(o.decided(3000), 5, "{}", o.report());
+    }
+}
+
+// ----- Beyond the fault bound -----------------------------------------------------------------
+
+#[test]
+fn beyond_the_fault_bound_honest_nodes_still_say_nothing_insane() {
+    // Two Byzantine nodes of four, or three of seven, colluding half of the time: the
+    // honest nodes are befouled and may disagree or stall, but must never panic, send an
+    // insane statement, or go back on their word (this is where a CONFIRM with an
+    // incompatible p once lost its c).
+    named("beyond_the_fault_bound_honest_nodes_still_say_nothing_insane", scaled(60), |seed| {
+        let mut rng = fba::rng::Rng::new(seed ^ 0xbef0_01ed);
+        let (topology, count) = if seed % 2 == 0 { (Topology::Four, 2) } else { (Topology::Seven, 3) };
+        let mut nodes = topology.nodes();
+        rng.shuffle(&mut nodes);
+        let mut scenario =
+            Scenario::calm(topology, seed).beyond_fault_bound().horizon(Duration::from_secs(60));
+        let collude = seed % 4 < 2;
+        for node in &nodes[..count] {
+            let behaviour = if collude { Behaviour::Collude } else { sim::random_byzantine(&mut rng) };
+            scenario = scenario.fault(node.0, behaviour);
+        }
+        if rng.chance(0.5) {
+            let network = Network::Lossy { until: ms(5_000), loss: 0.2, duplicate: 0.2, max_delay: ms(300) };
+            scenario = scenario.network(network).timeouts(hasty(30));
+        }
+        scenario
+    });
 }

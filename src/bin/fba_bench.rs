@@ -48,6 +48,9 @@ struct Args {
     /// Directory of the `fba_server` binary (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Run the local cluster authenticated (`fba_server keygen`, `--key-file`).
+    #[arg(long)]
+    authenticated: bool,
 }
 
 /// Latency percentiles in microseconds.
@@ -64,10 +67,13 @@ struct Latency {
 struct Floor {
     udp_round_trip_us: u64,
     fsynced_atomic_write_us: u64,
+    /// Sealing and opening one 1 KiB peer datagram (HMAC-SHA256 both ways), in nanoseconds.
+    authenticator_1kib_ns: u64,
 }
 
 #[derive(Serialize, Debug)]
 struct Report {
+    authenticated: bool,
     nodes: usize,
     down: usize,
     clients: usize,
@@ -165,6 +171,46 @@ fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     sockets.iter().map(|s| s.local_addr().map(|a| a.port())).collect()
 }
 
+/// The time to seal and open one 1 KiB peer datagram (median of many).
+fn authenticator_cost() -> Duration {
+    use fba::auth::{NetworkKeys, Opener, Sealer};
+    use fba::quorum::NodeId;
+    let keys = |me: u64, peer: u64| NetworkKeys {
+        network: [1; 32],
+        me: NodeId(me),
+        pairwise: [(NodeId(peer), [2; 32])].into_iter().collect(),
+    };
+    let (sealer, mut opener) = (Sealer::new(&keys(1, 2), 1), Opener::new(&keys(2, 1)));
+    let payload = vec![b'x'; 1024];
+    let mut samples: Vec<Duration> = (0..2000)
+        .map(|_| {
+            let start = Instant::now();
+            let sealed = sealer.seal(NodeId(2), &payload).expect("a peer");
+            let opened = opener.open(&sealed).map(|(_, p)| p.len());
+            assert_eq!(opened, Ok(1024));
+            start.elapsed()
+        })
+        .collect();
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// Keys for the local cluster (`fba_server keygen`), one file per port.
+fn keygen(server: &Path, dir: &Path, ports: &[u16]) -> Result<PathBuf, String> {
+    let keys = dir.join("keys");
+    let out = Command::new(server)
+        .arg("keygen")
+        .arg("--out")
+        .arg(&keys)
+        .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+        .output()
+        .map_err(|e| format!("cannot run {} keygen: {e}", server.display()))?;
+    if !out.status.success() {
+        return Err(format!("keygen failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(keys)
+}
+
 fn start_cluster(args: &Args) -> Result<(LocalCluster, Vec<SocketAddr>), String> {
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -180,6 +226,7 @@ fn start_cluster(args: &Args) -> Result<(LocalCluster, Vec<SocketAddr>), String>
     let ports = free_ports(args.nodes).map_err(|e| e.to_string())?;
     let threshold = (2 * args.nodes) / 3 + 1;
     let mut cluster = LocalCluster { dir: dir.clone(), children: Vec::new() };
+    let keys = if args.authenticated { Some(keygen(&server, &dir, &ports)?) } else { None };
     let mut up = Vec::new();
     for (i, port) in ports.iter().enumerate().skip(args.down) {
         let mut cmd = Command::new(&server);
@@ -190,6 +237,9 @@ fn start_cluster(args: &Args) -> Result<(LocalCluster, Vec<SocketAddr>), String>
             if j != i {
                 cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
             }
+        }
+        if let Some(keys) = &keys {
+            cmd.arg("--key-file").arg(keys.join(format!("{port}.key")));
         }
         let log = std::fs::File::create(dir.join(format!("node{port}.log"))).map_err(|e| e.to_string())?;
         let child = cmd
@@ -306,6 +356,7 @@ fn main() -> ExitCode {
         (Ok(rtt), Ok(write)) => Floor {
             udp_round_trip_us: rtt.as_micros() as u64,
             fsynced_atomic_write_us: write.as_micros() as u64,
+            authenticator_1kib_ns: authenticator_cost().as_nanos() as u64,
         },
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("fba_bench: cannot measure the floor: {e}");
@@ -318,6 +369,7 @@ fn main() -> ExitCode {
     latencies.sort_unstable();
     let p50 = percentile(&latencies, 0.50);
     let report = Report {
+        authenticated: args.authenticated,
         nodes: args.nodes,
         down: args.down,
         clients: args.clients,
@@ -341,8 +393,9 @@ fn main() -> ExitCode {
     } else {
         let ms = |us: u64| us as f64 / 1000.0;
         println!(
-            "{} nodes ({} down), {} clients: {} requests in {:.2} s = {:.0} requests/s ({} failed)",
+            "{} nodes ({} down{}), {} clients: {} requests in {:.2} s = {:.0} requests/s ({} failed)",
             report.nodes,
+            if report.authenticated { ", authenticated" } else { "" },
             report.down,
             report.clients,
             report.requests,
@@ -364,6 +417,10 @@ fn main() -> ExitCode {
             ms(report.floor.fsynced_atomic_write_us),
             report.p50_over_udp_round_trip,
             report.p50_over_fsynced_write
+        );
+        println!(
+            "authenticator: seal + open of a 1 KiB peer datagram {} ns",
+            report.floor.authenticator_1kib_ns
         );
         if report.max_node_rss_kib > 0 {
             println!("largest node peak RSS: {:.1} MiB", report.max_node_rss_kib as f64 / 1024.0);

@@ -179,14 +179,15 @@ impl BallotProtocol {
 
     /// Steps 1 and 5: accept prepare(b') for the highest ballot b' that a v-blocking set
     /// accepted prepared or a quorum voted or accepted prepared, and that would raise p or
-    /// p'. In CONFIRM only ballots above and compatible with p count.
+    /// p'. In CONFIRM only ballots compatible with c (and above p) count: any other would
+    /// abort c, which the node accepted committed, and a node never accepts a statement
+    /// contradicting one it accepted (paper §5.3).
     fn attempt_accept_prepared(&mut self, ctx: &mut Ctx) -> bool {
         if self.phase == Phase::Externalize {
             return false;
         }
         for ballot in self.prepare_candidates().iter().rev() {
-            if self.phase == Phase::Confirm && !self.p.as_ref().is_some_and(|p| p.less_and_compatible(ballot))
-            {
+            if self.phase == Phase::Confirm && !self.raises_p_in_confirm(ballot) {
                 continue;
             }
             if self.p_prime.as_ref().is_some_and(|pp| ballot <= pp)
@@ -203,7 +204,14 @@ impl BallotProtocol {
         false
     }
 
-    /// Raises p (or p') to `ballot`; clears c if p or p' now aborts h.
+    /// In CONFIRM, would accepting `ballot` prepared raise p while keeping it compatible
+    /// with c (the invariant p ~ c of that phase)?
+    fn raises_p_in_confirm(&self, ballot: &Ballot) -> bool {
+        self.c.as_ref().is_some_and(|c| c.compatible(ballot)) && self.p.as_ref().is_none_or(|p| p < ballot)
+    }
+
+    /// Raises p (or p') to `ballot`; clears c if p or p' now aborts h (PREPARE only: in
+    /// CONFIRM p stays compatible with c, see [`Self::raises_p_in_confirm`]).
     fn set_accept_prepared(&mut self, ctx: &Ctx, ballot: Ballot) -> bool {
         let mut did = self.set_prepared(ballot);
         if let (Some(h), Some(_)) = (&self.h, &self.c) {
@@ -245,7 +253,8 @@ impl BallotProtocol {
 
     /// Steps 2, 3 and 8: find the highest ballot confirmed prepared above h (new h); if
     /// c is unset and nothing accepted prepared aborts it, set c to the lowest confirmed
-    /// prepared ballot b ≤ c ≲ h; raise b to h.
+    /// prepared ballot b ≤ c ≲ h with a finite counter (⟨∞, x⟩ only stands for every
+    /// counter; no node can commit it); raise b to h.
     fn attempt_confirm_prepared(&mut self, ctx: &mut Ctx) -> bool {
         if self.phase != Phase::Prepare || self.p.is_none() {
             return false;
@@ -266,7 +275,7 @@ impl BallotProtocol {
                 if self.b.as_ref().is_some_and(|b| ballot < b) {
                     break;
                 }
-                if !ballot.less_and_compatible(new_h) {
+                if !ballot.less_and_compatible(new_h) || ballot.counter == INFINITE_COUNTER {
                     continue;
                 }
                 if !ratified(ballot) {
@@ -301,9 +310,13 @@ impl BallotProtocol {
 
     // ----- Steps 4, 6 and 8: accept commit ------------------------------------------------
 
-    /// Steps 4, 6 and 8: accept commit for the widest interval [c.n, h.n] of counters that
-    /// a v-blocking set accepted committed or a quorum voted or accepted committed; move to
-    /// CONFIRM. In CONFIRM, only a higher h of the same value counts.
+    /// Steps 4, 6 and 8: accept commit for the widest interval [c.n, h.n] (c.n finite) of
+    /// counters that a v-blocking set accepted committed or a quorum voted or accepted
+    /// committed; move to CONFIRM. In CONFIRM, only a higher h of the same value counts.
+    /// An interval that p or p' aborts is never accepted: a node never accepts a statement
+    /// contradicting one it accepted (paper §5.3), and accept prepare(p) is accept abort
+    /// of every ballot below p and incompatible with it. (An intact node never meets such
+    /// a contradiction; a befouled one may, and must still say nothing insane.)
     fn attempt_accept_commit(&mut self, ctx: &mut Ctx) -> bool {
         if self.phase == Phase::Externalize {
             return false;
@@ -315,6 +328,9 @@ impl BallotProtocol {
             let boundaries = self.commit_boundaries(&value);
             let qset = &ctx.config.quorum_set;
             let test = |lo: u32, hi: u32| {
+                if lo == INFINITE_COUNTER || self.aborts_commit(&Ballot::new(lo, value.clone())) {
+                    return false;
+                }
                 let voted = |st: &Statement| votes_commit(&value, lo, hi, st);
                 let accepted = |st: &Statement| accepted_commit(&value, lo, hi, st);
                 federated_accept(qset, &self.m, voted, accepted)
@@ -328,7 +344,19 @@ impl BallotProtocol {
         false
     }
 
+    /// Does p or p' (accepted prepared) abort `ballot`, i.e. lie above it with another
+    /// value? Then commit(`ballot`) and every commit below it contradict what we accepted.
+    fn aborts_commit(&self, ballot: &Ballot) -> bool {
+        [&self.p, &self.p_prime].into_iter().flatten().any(|x| ballot.less_and_incompatible(x))
+    }
+
+    /// Accepts commit for [c, h]; PREPARE → CONFIRM. Entering CONFIRM, p' is dropped and p
+    /// becomes the highest accepted-prepared ballot compatible with c (p or p', else none):
+    /// the CONFIRM statement pledges accept prepare(⟨p.n, b.x⟩), so p must carry b's value.
+    /// An incompatible p is below c here ([`Self::aborts_commit`] held it off), so
+    /// forgetting it contradicts nothing.
     fn set_accept_commit(&mut self, ctx: &Ctx, c: Ballot, h: Ballot) -> bool {
+        debug_assert!(!self.aborts_commit(&c), "accepting an aborted commit: {}", self.describe());
         self.z = Some(h.value.clone());
         let mut did = false;
         if self.h.as_ref() != Some(&h) || self.c.as_ref() != Some(&c) {
@@ -341,7 +369,10 @@ impl BallotProtocol {
             if self.b.as_ref().is_some_and(|b| !h.less_and_compatible(b)) {
                 self.bump_to_ballot(h.clone());
             }
-            self.p_prime = None;
+            let p_prime = self.p_prime.take();
+            if self.p.as_ref().is_some_and(|p| !p.compatible(&h)) {
+                self.p = p_prime.filter(|pp| pp.compatible(&h));
+            }
             did = true;
         }
         if did {
@@ -353,8 +384,8 @@ impl BallotProtocol {
 
     // ----- Step 7: confirm commit ---------------------------------------------------------
 
-    /// Step 7: confirm commit for the widest interval a quorum accepted committed; the
-    /// slot externalizes c.x.
+    /// Step 7: confirm commit for the widest interval (c.n finite) a quorum accepted
+    /// committed; the slot externalizes c.x.
     fn attempt_confirm_commit(&mut self, ctx: &mut Ctx) -> bool {
         if self.phase != Phase::Confirm {
             return false;
@@ -362,8 +393,10 @@ impl BallotProtocol {
         let Some(value) = self.h.as_ref().map(|h| h.value.clone()) else { return false };
         let boundaries = self.commit_boundaries(&value);
         let qset = &ctx.config.quorum_set;
-        let test =
-            |lo: u32, hi: u32| federated_ratify(qset, &self.m, |st| accepted_commit(&value, lo, hi, st));
+        let test = |lo: u32, hi: u32| {
+            lo != INFINITE_COUNTER
+                && federated_ratify(qset, &self.m, |st| accepted_commit(&value, lo, hi, st))
+        };
         let Some((lo, hi)) = find_extended_interval(&boundaries, test) else { return false };
         self.c = Some(Ballot::new(lo, value.clone()));
         self.h = Some(Ballot::new(hi, value.clone()));
@@ -434,12 +467,13 @@ impl BallotProtocol {
         }
     }
 
-    /// Sets b; drops h and c if they no longer match b's value; a new counter restarts the
-    /// wait for a quorum.
+    /// Sets b; drops h and c if they no longer match b's value (PREPARE only: in CONFIRM
+    /// every new ballot carries z = c.x); a new counter restarts the wait for a quorum.
     fn bump_to_ballot(&mut self, ballot: Ballot) {
         debug_assert_ne!(self.phase, Phase::Externalize);
         let new_counter = self.b.as_ref().is_none_or(|b| b.counter != ballot.counter);
         if self.h.as_ref().is_some_and(|h| !h.compatible(&ballot)) {
+            debug_assert_eq!(self.phase, Phase::Prepare, "CONFIRM must keep c: {}", self.describe());
             self.h = None;
             self.c = None;
         }
@@ -509,6 +543,7 @@ impl BallotProtocol {
             debug_assert!(pp < p && !pp.compatible(p), "p' must be below and incompatible with p");
         }
         if let Some(c) = &self.c {
+            debug_assert_ne!(c.counter, INFINITE_COUNTER, "c is a real ballot");
             let h = self.h.as_ref().expect("c implies h");
             debug_assert!(c.less_and_compatible(h), "c ≲ h");
             if self.phase != Phase::Externalize {
@@ -518,6 +553,9 @@ impl BallotProtocol {
         }
         if self.phase != Phase::Prepare {
             debug_assert!(self.c.is_some() && self.h.is_some(), "CONFIRM and EXTERNALIZE need c and h");
+            let c = self.c.as_ref().expect("checked above");
+            debug_assert!(self.p.as_ref().is_none_or(|p| p.compatible(c)), "p ~ c after PREPARE");
+            debug_assert!(self.p_prime.is_none(), "no p' after PREPARE");
         }
     }
 

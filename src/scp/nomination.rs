@@ -152,6 +152,17 @@ impl Nomination {
         Ok(self.after_own_change(ctx))
     }
 
+    /// Crash recovery: our own persisted NOMINATE {X, Y}. X ∪ Y are voted again and Y
+    /// accepted again, so every NOMINATE we send from now on covers the restored one and
+    /// peers take it as newer. Rounds start afresh when nomination next starts (our
+    /// proposal or a peer's NOMINATE); Z is rebuilt by federated voting.
+    pub fn restore(&mut self, ctx: &Ctx, own: &Statement) {
+        let Pledges::Nominate { voted, accepted } = &own.pledges else { return };
+        self.votes.extend(voted.iter().chain(accepted).cloned());
+        self.accepted.extend(accepted.iter().cloned());
+        self.record_own(ctx);
+    }
+
     /// Stops voting for new values and stops the round timer.
     pub fn stop(&mut self, ctx: &mut Ctx) {
         if !self.stopped {

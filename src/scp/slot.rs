@@ -45,9 +45,23 @@ pub(crate) fn federated_ratify(local: &QuorumSet, m: &Latest, accepted: impl Fn(
     is_quorum(local, m, accepted)
 }
 
+/// Broadcasts our own statement if it is sane, as every peer will check (draft §3,
+/// stellar-core `isStatementSane`). An insane one is a bug of this node: debug builds
+/// panic, release builds keep it to themselves rather than send it. Returns whether sent.
+fn emit(ctx: &mut Ctx, st: &Statement) -> bool {
+    let sane = st.check_sanity(false);
+    debug_assert_eq!(sane, Ok(()), "own statement insane: {st:?}");
+    if sane.is_ok() {
+        ctx.out.push(super::Output::Broadcast(st.clone()));
+    }
+    sane.is_ok()
+}
+
 /// The state of one slot.
 pub(crate) struct Slot {
     me: NodeId,
+    /// When this node first heard of the slot (on the caller's clock).
+    opened: std::time::Duration,
     nomination: Nomination,
     ballot: BallotProtocol,
     /// The last NOMINATE we broadcast.
@@ -57,9 +71,10 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub fn new(me: NodeId) -> Self {
+    pub fn new(me: NodeId, opened: std::time::Duration) -> Self {
         Slot {
             me,
+            opened,
             nomination: Nomination::default(),
             ballot: BallotProtocol::default(),
             sent_nomination: None,
@@ -89,8 +104,14 @@ impl Slot {
         self.settle(ctx);
     }
 
-    /// Restores our own persisted ballot statement after a restart; it counts as sent.
+    /// Restores our own persisted statement (NOMINATE or ballot) after a restart; it
+    /// counts as sent.
     pub fn restore(&mut self, ctx: &mut Ctx, own: Statement) {
+        if !own.pledges.is_ballot() {
+            self.nomination.restore(ctx, &own);
+            self.sent_nomination = self.nomination.own(self.me).map(|st| st.pledges.clone());
+            return;
+        }
         self.ballot.restore(ctx, own);
         self.sent_ballot = self.ballot.own(self.me).map(|st| st.pledges.clone());
         if self.ballot.confirmed_prepared() {
@@ -117,16 +138,14 @@ impl Slot {
         }
         let nomination = self.nomination.own(self.me).cloned();
         if let Some(st) = nomination {
-            if self.sent_nomination.as_ref() != Some(&st.pledges) {
-                self.sent_nomination = Some(st.pledges.clone());
-                ctx.out.push(super::Output::Broadcast(st));
+            if self.sent_nomination.as_ref() != Some(&st.pledges) && emit(ctx, &st) {
+                self.sent_nomination = Some(st.pledges);
             }
         }
         let ballot = self.ballot.own(self.me).filter(|st| st.pledges.ballot_counter() != Some(0)).cloned();
         if let Some(st) = ballot {
-            if self.sent_ballot.as_ref() != Some(&st.pledges) {
-                self.sent_ballot = Some(st.pledges.clone());
-                ctx.out.push(super::Output::Broadcast(st));
+            if self.sent_ballot.as_ref() != Some(&st.pledges) && emit(ctx, &st) {
+                self.sent_ballot = Some(st.pledges);
             }
         }
     }
@@ -136,6 +155,11 @@ impl Slot {
         let nomination = self.nomination.own(self.me).filter(|_| self.sent_nomination.is_some());
         let ballot = self.ballot.own(self.me).filter(|_| self.sent_ballot.is_some());
         nomination.into_iter().chain(ballot).cloned().collect()
+    }
+
+    /// When this node first heard of the slot.
+    pub fn opened(&self) -> std::time::Duration {
+        self.opened
     }
 
     pub fn has_spoken(&self) -> bool {

@@ -183,6 +183,12 @@ pub enum Rejection {
     HighAbovePrepared,
     /// The commit/high counters violate c.n ≤ h.n ≤ b.n (or h.n ≥ c.n for EXTERNALIZE).
     BadCommitRange,
+    /// c.n is ∞: ∞ stands for "every counter" when preparing, but a commit is of a real
+    /// ballot, and no node can ever reach ballot counter ∞ to confirm it.
+    CommitAtInfinity,
+    /// A finite ballot counter beyond what any honest node can have reached in the time
+    /// the slot has been open here (see `Node`'s counter bound).
+    CounterTooHigh,
     /// NOMINATE with X and Y both empty.
     EmptyNomination,
     /// NOMINATE with more than [`MAX_NOMINATION_VALUES`] values or
@@ -216,6 +222,8 @@ impl fmt::Display for Rejection {
             Rejection::BadPreparedPrime => write!(f, "p' must be below and incompatible with p"),
             Rejection::HighAbovePrepared => write!(f, "h.n exceeds p.n"),
             Rejection::BadCommitRange => write!(f, "counters violate c.n <= h.n <= b.n"),
+            Rejection::CommitAtInfinity => write!(f, "c.n is infinite"),
+            Rejection::CounterTooHigh => write!(f, "ballot counter implausibly high for the slot's age"),
             Rejection::EmptyNomination => write!(f, "nomination with empty X and Y"),
             Rejection::TooManyValues => write!(f, "nomination carries too many values"),
             Rejection::OverlappingNomination => write!(f, "nomination has a value in both X and Y"),
@@ -279,7 +287,24 @@ impl Pledges {
         }
     }
 
-    /// Checks the structural rules of draft §3 (stellar-core `isStatementSane`).
+    /// The highest finite ballot counter the pledges mention (∞ aside), 0 if none.
+    pub fn max_finite_counter(&self) -> u32 {
+        let counters: Vec<u32> = match self {
+            Pledges::Nominate { .. } => vec![],
+            Pledges::Prepare { ballot, prepared, prepared_prime, n_c, n_h } => {
+                let p = [prepared, prepared_prime].into_iter().flatten().map(|b| b.counter);
+                p.chain([ballot.counter, *n_c, *n_h]).collect()
+            }
+            Pledges::Confirm { ballot, n_prepared, n_commit, n_h } => {
+                vec![ballot.counter, *n_prepared, *n_commit, *n_h]
+            }
+            Pledges::Externalize { commit, n_h } => vec![commit.counter, *n_h],
+        };
+        counters.into_iter().filter(|&n| n != INFINITE_COUNTER).max().unwrap_or(0)
+    }
+
+    /// Checks the structural rules of draft §3 (stellar-core `isStatementSane`), and that
+    /// c.n is finite.
     /// `own` relaxes b.n > 0 for the local node's PREPARE before it has a ballot.
     pub fn check_sanity(&self, own: bool) -> Result<(), Rejection> {
         if self.values().iter().any(|v| v.as_bytes().len() > MAX_VALUE_BYTES) {
@@ -315,6 +340,9 @@ impl Pledges {
                 if *n_c != 0 && !(*n_c <= *n_h && *n_h <= ballot.counter) {
                     return Err(Rejection::BadCommitRange);
                 }
+                if *n_c == INFINITE_COUNTER {
+                    return Err(Rejection::CommitAtInfinity);
+                }
             }
             Pledges::Confirm { ballot, n_commit, n_h, .. } => {
                 if ballot.counter == 0 {
@@ -323,6 +351,9 @@ impl Pledges {
                 if !(*n_commit >= 1 && n_commit <= n_h && *n_h <= ballot.counter) {
                     return Err(Rejection::BadCommitRange);
                 }
+                if *n_commit == INFINITE_COUNTER {
+                    return Err(Rejection::CommitAtInfinity);
+                }
             }
             Pledges::Externalize { commit, n_h } => {
                 if commit.counter == 0 {
@@ -330,6 +361,9 @@ impl Pledges {
                 }
                 if *n_h < commit.counter {
                     return Err(Rejection::BadCommitRange);
+                }
+                if commit.counter == INFINITE_COUNTER {
+                    return Err(Rejection::CommitAtInfinity);
                 }
             }
         }

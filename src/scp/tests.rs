@@ -66,6 +66,13 @@ fn externalize(node: NodeId, slot: SlotIndex, c: Ballot, n_h: u32) -> Statement 
     st(node, slot, Pledges::Externalize { commit: c, n_h })
 }
 
+impl Statement {
+    fn at_slot(mut self, slot: SlotIndex) -> Statement {
+        self.slot = slot;
+        self
+    }
+}
+
 const T0: Duration = Duration::from_secs(100);
 
 fn feed(n: &mut Node<MaxApp>, statement: Statement) -> Vec<Output> {
@@ -328,6 +335,14 @@ fn insane_statements_are_rejected_with_their_reason() {
         (confirm(PEERS[0], ballot(1, &x()), 1, 2, 1), Rejection::BadCommitRange),
         (confirm(PEERS[0], ballot(1, &x()), 1, 0, 1), Rejection::BadCommitRange),
         (externalize(PEERS[0], 1, ballot(3, &x()), 2), Rejection::BadCommitRange),
+        (
+            externalize(PEERS[0], 1, ballot(INFINITE_COUNTER, &x()), INFINITE_COUNTER),
+            Rejection::CommitAtInfinity,
+        ),
+        (
+            confirm(PEERS[0], ballot(INFINITE_COUNTER, &x()), 1, INFINITE_COUNTER, INFINITE_COUNTER),
+            Rejection::CommitAtInfinity,
+        ),
         (nominate(PEERS[0], &[], &[]), Rejection::EmptyNomination),
         (prepare(ME, ballot(1, &x()), None, 0, 0), Rejection::FromSelf),
         (prepare(PEERS[0], ballot(1, &Value::new(*b"bad")), None, 0, 0), Rejection::InvalidValue),
@@ -420,8 +435,57 @@ fn a_restored_externalize_is_reported_and_bad_restores_are_refused() {
     let out = n.restore(T0, externalize(ME, 1, ballot(1, &x()), 1)).expect("restores");
     assert!(out.contains(&Output::Externalized { slot: 1, value: x() }), "{out:?}");
     assert_eq!(n.current_slot(), 2);
-    assert_eq!(n.restore(T0, externalize(ME, 1, ballot(1, &x()), 1)), Err(Rejection::TooOld));
+    assert_eq!(n.restore(T0, prepare(ME, ballot(1, &x()), None, 0, 0)), Err(Rejection::TooOld));
     assert_eq!(n.restore(T0, prepare(PEERS[0], ballot(1, &x()), None, 0, 0)), Err(Rejection::FromSelf));
+}
+
+#[test]
+fn a_restarted_node_answers_laggards_with_the_externalize_it_said() {
+    // Decided slots 1..=3 before the crash; restarts at slot 4 from its ledger. Its
+    // journal holds the EXTERNALIZE of slot 2 with the counters it actually sent.
+    let mut n = Node::new(Config::new(ME, qset()), MaxApp, 4).expect("sane config");
+    let said = externalize(ME, 2, ballot(3, &y()), 5);
+    assert_eq!(n.restore(T0, said.clone()), Ok(vec![]));
+    assert_eq!(n.decided_statements().collect::<Vec<_>>(), vec![&said]);
+    let out = feed(&mut n, prepare(PEERS[3], ballot(1, &x()), None, 0, 0).at_slot(2));
+    assert_eq!(out, vec![Output::Send { to: PEERS[3], statement: said }]);
+    // Slots it has no EXTERNALIZE for, or beyond the history window, are too old.
+    assert_eq!(rejection(&mut n, prepare(PEERS[3], ballot(1, &x()), None, 0, 0)), Rejection::TooOld);
+    let mut far = Node::new(Config::new(ME, qset()), MaxApp, 100).expect("sane config");
+    assert_eq!(far.restore(T0, externalize(ME, 2, ballot(1, &x()), 1)), Err(Rejection::TooOld));
+}
+
+#[test]
+fn a_restored_nomination_is_carried_on_not_contradicted() {
+    let mut n = node();
+    let said = nominate(ME, &[y()], &[x()]);
+    let out = n.restore(T0, said.clone()).expect("restores");
+    assert!(out.contains(&Output::SetTimer {
+        timer: TimerId::Rebroadcast,
+        at: T0 + Timeouts::default().rebroadcast
+    }));
+    assert_eq!(n.own_statements(1), vec![said.clone()]);
+    // Peers nominate: the node joins in, and whatever it says next covers X and Y.
+    let mut sent = vec![];
+    for peer in &PEERS[..3] {
+        sent.extend(broadcasts(&feed(&mut n, nominate(*peer, &[], &[x()]))).into_iter().cloned());
+    }
+    assert!(!sent.is_empty());
+    for pledges in sent.iter().filter(|p| !p.is_ballot()) {
+        assert!(pledges.is_newer_than(&said.pledges), "{pledges:?} does not cover {said:?}");
+    }
+}
+
+#[test]
+fn a_decided_but_unreported_slot_is_answered_like_a_laggard() {
+    let mut n = node();
+    for peer in &PEERS[..3] {
+        feed(&mut n, externalize(*peer, 2, ballot(1, &y()), 1));
+    }
+    assert_eq!(n.current_slot(), 1, "slot 1 is still open");
+    let ours = n.own_statements(2).pop().expect("our EXTERNALIZE of slot 2");
+    let out = feed(&mut n, prepare(PEERS[3], ballot(1, &x()), None, 0, 0).at_slot(2));
+    assert_eq!(out, vec![Output::Send { to: PEERS[3], statement: ours }]);
 }
 
 #[test]
@@ -458,4 +522,142 @@ fn silent_peers_are_not_chosen_as_nomination_leaders() {
         vec![],
         "all silent: ignored"
     );
+}
+
+// ----- Regression: CONFIRM with an incompatible p ------------------------------------------
+//
+// A befouled node (here: two contradicting v-blocking sets, beyond the fault bound of
+// core5) used to accept commit ⟨1, x⟩ while p = ⟨2, y⟩ aborted it, entering CONFIRM with
+// p incompatible with c; the next ⟨3, y⟩ accepted prepared then cleared c in CONFIRM:
+// debug builds panicked, release builds broadcast a CONFIRM with c.n = 0.
+
+/// Every statement the outputs carry is sane, whatever the node's peers said.
+fn assert_sane(out: &[Output]) {
+    for o in out {
+        if let Output::Broadcast(s) | Output::Send { statement: s, .. } = o {
+            assert_eq!(s.check_sanity(false), Ok(()), "insane {s:?}");
+        }
+    }
+}
+
+fn feed_sane(n: &mut Node<MaxApp>, statement: Statement) {
+    let out = feed(n, statement);
+    assert_sane(&out);
+}
+
+#[test]
+fn a_commit_that_p_aborts_is_never_accepted() {
+    let mut n = node_on_ballot_x();
+    // A v-blocking set accepted ⟨2, y⟩ prepared: p = ⟨2, y⟩, which aborts ⟨1, x⟩.
+    feed_sane(&mut n, prepare(PEERS[0], ballot(2, &y()), Some(ballot(2, &y())), 0, 0));
+    feed_sane(&mut n, prepare(PEERS[1], ballot(2, &y()), Some(ballot(2, &y())), 0, 0));
+    // Another v-blocking set accepted commit ⟨1, x⟩: accepting it would contradict p.
+    feed_sane(&mut n, confirm(PEERS[2], ballot(1, &x()), 1, 1, 1));
+    feed_sane(&mut n, confirm(PEERS[3], ballot(1, &x()), 1, 1, 1));
+    let own = n.own_statements(1).pop().expect("ballot statement");
+    assert_eq!(own.pledges.kind(), "PREPARE", "{}", n.ballot_state(1).unwrap_or_default());
+    // p moves on to ⟨3, y⟩ (what panicked in CONFIRM); the node stays sane and in PREPARE.
+    feed_sane(&mut n, prepare(PEERS[0], ballot(3, &y()), Some(ballot(3, &y())), 0, 0));
+    feed_sane(&mut n, prepare(PEERS[1], ballot(3, &y()), Some(ballot(3, &y())), 0, 0));
+    match n.own_statements(1).pop().expect("ballot statement").pledges {
+        Pledges::Prepare { prepared, prepared_prime, n_c, .. } => {
+            assert_eq!((prepared, prepared_prime, n_c), (Some(ballot(3, &y())), Some(ballot(1, &x())), 0));
+        }
+        other => panic!("expected PREPARE, got {other:?}"),
+    }
+}
+
+#[test]
+fn entering_confirm_keeps_p_compatible_with_c() {
+    let mut n = node_on_ballot_x();
+    // p = ⟨1, y⟩ (a v-blocking set accepted it); it does not abort ⟨2, x⟩.
+    feed_sane(&mut n, prepare(PEERS[0], ballot(1, &y()), Some(ballot(1, &y())), 0, 0));
+    feed_sane(&mut n, prepare(PEERS[1], ballot(1, &y()), Some(ballot(1, &y())), 0, 0));
+    // A v-blocking set accepted prepare ⟨1, x⟩ and commit ⟨2..3, x⟩: the node accepts
+    // both (p' = ⟨1, x⟩, as x < y), enters CONFIRM, and keeps p = ⟨1, x⟩, compatible with c.
+    feed_sane(&mut n, confirm(PEERS[2], ballot(3, &x()), 1, 2, 3));
+    feed_sane(&mut n, confirm(PEERS[3], ballot(3, &x()), 1, 2, 3));
+    let own = n.own_statements(1).pop().expect("ballot statement");
+    assert_eq!(own.pledges, confirm(ME, ballot(3, &x()), 1, 2, 3).pledges);
+    // ⟨5, y⟩ accepted prepared by a v-blocking set would abort c: not accepted. The set is
+    // ahead, so the node bumps to counter 5, keeping its value.
+    feed_sane(&mut n, prepare(PEERS[0], ballot(5, &y()), Some(ballot(5, &y())), 0, 0));
+    feed_sane(&mut n, prepare(PEERS[1], ballot(5, &y()), Some(ballot(5, &y())), 0, 0));
+    let own = n.own_statements(1).pop().expect("ballot statement");
+    assert_eq!(own.pledges, confirm(ME, ballot(5, &x()), 1, 2, 3).pledges);
+}
+
+// ----- Regression: counters near ∞ ---------------------------------------------------------
+//
+// A Byzantine peer sent EXTERNALIZE c = ⟨2³² − 3, x⟩, h.n = ∞. An EXTERNALIZE sender counts
+// as its own quorum and a CONFIRM votes commit for every n ≥ c.n, so with one honest
+// CONFIRM it made a quorum voting commit ⟨2³² − 3 .. ∞, x⟩: the honest node moved its
+// accepted commit there, where the others could only follow by billions of ballot
+// timeouts, and the slot never finished (found by the simulation's u32::MAX attacker).
+
+#[test]
+fn counters_beyond_the_slots_age_are_refused() {
+    let mut n = node();
+    let far = |k: u32| prepare(PEERS[0], ballot(k, &x()), Some(ballot(k, &x())), 0, 0);
+    // 1000 counters of slack on a slot first heard of now, one more per ballot timeout.
+    assert_eq!(rejection(&mut n, far(1001)), Rejection::CounterTooHigh);
+    feed(&mut n, far(1000));
+    let later = T0 + Duration::from_secs(500);
+    assert_eq!(n.handle(later, Input::Statement(far(1400))).map(|_| ()), Ok(()));
+    assert_eq!(n.handle(later, Input::Statement(far(1600))), Err(Rejection::CounterTooHigh));
+    // ∞ itself is "every counter", as CONFIRM and EXTERNALIZE senders imply: allowed.
+    let inf = ballot(INFINITE_COUNTER, &x());
+    feed(&mut n, prepare(PEERS[1], inf.clone(), Some(inf), 0, 0));
+}
+
+#[test]
+fn a_byzantine_externalize_near_infinity_cannot_pull_an_honest_commit_out_of_reach() {
+    let mut n = node_on_ballot_x();
+    // A v-blocking set accepted commit ⟨1, x⟩: CONFIRM c = h = ⟨1, x⟩.
+    feed(&mut n, confirm(PEERS[0], ballot(1, &x()), 1, 1, 1));
+    feed(&mut n, confirm(PEERS[1], ballot(1, &x()), 1, 1, 1));
+    assert_eq!(
+        n.own_statements(1).pop().map(|s| s.pledges),
+        Some(confirm(ME, ballot(1, &x()), 1, 1, 1).pledges)
+    );
+    let near = ballot(INFINITE_COUNTER - 2, &x());
+    assert_eq!(
+        rejection(&mut n, externalize(PEERS[2], 1, near, INFINITE_COUNTER)),
+        Rejection::CounterTooHigh
+    );
+    let at = ballot(INFINITE_COUNTER, &x());
+    assert_eq!(
+        rejection(&mut n, externalize(PEERS[2], 1, at, INFINITE_COUNTER)),
+        Rejection::CommitAtInfinity
+    );
+    // The honest peers still finish at ⟨1, x⟩ with it.
+    let out = feed(&mut n, confirm(PEERS[3], ballot(1, &x()), 1, 1, 1));
+    assert!(out.contains(&Output::Externalized { slot: 1, value: x() }), "{out:?}");
+}
+
+#[test]
+fn a_laggard_carried_by_externalize_statements_commits_a_real_ballot() {
+    // Peers finished with c = ⟨2, y⟩ and h.n = ∞: the laggard confirms ⟨∞, y⟩ prepared
+    // (h = b = ⟨∞, y⟩) but commits, and externalizes, from ⟨2, y⟩, never from ∞.
+    let mut n = node();
+    let mut sent = vec![];
+    for peer in &PEERS[..3] {
+        let out = feed(&mut n, externalize(*peer, 1, ballot(2, &y()), INFINITE_COUNTER));
+        assert_sane(&out);
+        sent.extend(broadcasts(&out).into_iter().cloned());
+    }
+    let last = sent.last().expect("the laggard spoke");
+    match last {
+        Pledges::Externalize { commit, .. } => assert_eq!(commit, &ballot(2, &y())),
+        other => panic!("expected EXTERNALIZE, got {other:?}"),
+    }
+    for pledges in &sent {
+        let commit = match pledges {
+            Pledges::Prepare { n_c, .. } => *n_c,
+            Pledges::Confirm { n_commit, .. } => *n_commit,
+            Pledges::Externalize { commit, .. } => commit.counter,
+            Pledges::Nominate { .. } => 0,
+        };
+        assert_ne!(commit, INFINITE_COUNTER, "{pledges:?}");
+    }
 }

@@ -4,17 +4,19 @@
 //! are answered with EXTERNALIZE. A node that was down for longer asks its peers for their
 //! ledger from its next slot on (`catchup {from}`); each answers with as many entries as
 //! fit in a datagram (`ledger {last, entries}`). A peer may lie, so an entry is applied
-//! only when a **v-blocking** set of peers offered the same chain hash for it (a set that
-//! must contain an honest node if the local node's quorum slices are well chosen) and the
-//! hash chains from the node's own last entry. The node asks again until it has every slot
-//! its peers have, then tells the SCP core to carry on from there.
+//! only when the peers that offered the same chain hash for it are **v-blocking** for the
+//! local node, or **form one of its quorum slices together with it** (either must contain
+//! an honest peer under the fault bound; see [`crate::scp::vouched`] for why, and why the
+//! second rule matters), and the hash chains from the node's own last entry. The node asks
+//! again until it has every slot its peers have, then tells the SCP core to carry on from
+//! there.
 
 use super::{Server, ServerError};
 use crate::hash::{hex, unhex, Digest};
 use crate::ledger::{verify_entry, Entry};
 use crate::net::{self, LedgerEntry, Message};
-use crate::quorum::NodeId;
-use crate::scp::Input;
+use crate::quorum::{NodeId, QuorumSet};
+use crate::scp::{self, Input};
 use crate::wallet::Batch;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -81,14 +83,11 @@ impl Server {
         }
         self.catchup.last_request = Some((Instant::now(), next));
         let bytes = net::encode(&Message::CatchUp { from: next });
-        let targets: Vec<_> = if force || behind.is_empty() {
-            self.config.peers.values().copied().collect()
-        } else {
-            behind.iter().filter_map(|n| self.config.peers.get(n).copied()).collect()
-        };
+        let targets: Vec<NodeId> =
+            if force || behind.is_empty() { self.config.peers.keys().copied().collect() } else { behind };
         self.log.verbose(format_args!("catch-up: asking {} peers for slots from {next}", targets.len()));
-        for addr in targets {
-            self.send(addr, &bytes);
+        for peer in targets {
+            self.send_peer(peer, &bytes);
         }
     }
 
@@ -110,12 +109,10 @@ impl Server {
             .map(|Entry { slot, batch, hash }| LedgerEntry { slot, hash: hex(&hash), batch })
             .collect();
         let message = Message::Ledger { last: self.ledger.len(), entries };
-        if let Some(addr) = self.config.peers.get(&peer).copied() {
-            self.send(addr, &net::encode(&message));
-        }
+        self.send_peer(peer, &net::encode(&message));
     }
 
-    /// A peer's ledger entries: record them, apply those a v-blocking set agrees on.
+    /// A peer's ledger entries: record them, apply those enough peers vouch for.
     pub(super) fn on_ledger_offer(
         &mut self,
         peer: NodeId,
@@ -155,8 +152,8 @@ impl Server {
         self.broadcast(&bytes);
     }
 
-    /// Applies, in order, every next entry that a v-blocking set offered with one hash that
-    /// chains from our ledger. Returns how many were applied.
+    /// Applies, in order, every next entry vouched for (see [`agreed_batch`]) with one hash
+    /// that chains from our ledger. Returns how many were applied.
     fn apply_agreed_offers(&mut self) -> Result<u64, ServerError> {
         let mut applied = 0;
         let mut changed = false;
@@ -175,14 +172,87 @@ impl Server {
         Ok(applied)
     }
 
-    /// The batch for `slot` that a v-blocking set of peers vouches for, if it chains.
+    /// The batch for `slot` that enough peers vouch for, if it chains from our ledger.
     fn agreed(&self, slot: u64, offers: &BTreeMap<NodeId, (Digest, Batch)>) -> Option<Batch> {
-        let prev = self.ledger.last_hash();
-        let qset = &self.config.quorum_set;
-        offers.values().find_map(|(hash, batch)| {
-            let vouching = |n: NodeId| offers.get(&n).is_some_and(|(h, _)| h == hash);
-            let entry = Entry { slot, batch: batch.clone(), hash: *hash };
-            (qset.is_v_blocking(&vouching) && verify_entry(&prev, &entry)).then_some(entry.batch)
-        })
+        agreed_batch(self.config.id, &self.config.quorum_set, &self.ledger.last_hash(), slot, offers)
+    }
+}
+
+/// The batch offered for `slot` (by peer: chain hash and batch) that node `me` may apply
+/// after the entry hashed `prev`: the peers offering its hash are v-blocking for `me`, or
+/// a quorum slice of `me` together with it ([`crate::scp::vouched`]), and the entry chains
+/// from `prev`.
+fn agreed_batch(
+    me: NodeId,
+    qset: &QuorumSet,
+    prev: &Digest,
+    slot: u64,
+    offers: &BTreeMap<NodeId, (Digest, Batch)>,
+) -> Option<Batch> {
+    offers.values().find_map(|(hash, batch)| {
+        let vouching = |n: NodeId| offers.get(&n).is_some_and(|(h, _)| h == hash);
+        let entry = Entry { slot, batch: batch.clone(), hash: *hash };
+        (scp::vouched(me, qset, &vouching) && verify_entry(prev, &entry)).then_some(entry.batch)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::chain_hash;
+    use crate::wallet::{Op, Request};
+
+    fn ids(v: &[u64]) -> Vec<NodeId> {
+        v.iter().map(|&i| NodeId(i)).collect()
+    }
+
+    fn batch(key: &str) -> Batch {
+        let op: Op = crate::wallet::parse_text(&format!("set {key} 1")).expect("valid op");
+        Batch::new(vec![Request::new(1, 1, op)])
+    }
+
+    /// Offers for slot 1 (after the genesis hash): `honest` peers offer the real batch,
+    /// `liars` a forged one (chaining correctly, so only the vouching rule stops it).
+    fn offers(honest: &[u64], liars: &[u64]) -> BTreeMap<NodeId, (Digest, Batch)> {
+        let entry = |b: Batch| (chain_hash(&[0; 32], 1, &b.encode()), b);
+        let real = ids(honest).into_iter().map(|n| (n, entry(batch("real"))));
+        real.chain(ids(liars).into_iter().map(|n| (n, entry(batch("forged"))))).collect()
+    }
+
+    fn agreed(me: u64, qset: &QuorumSet, offers: &BTreeMap<NodeId, (Digest, Batch)>) -> Option<Batch> {
+        agreed_batch(NodeId(me), qset, &[0; 32], 1, offers)
+    }
+
+    #[test]
+    fn three_of_four_trusts_two_peers_and_never_one() {
+        let q = QuorumSet::new(3, ids(&[1, 2, 3, 4]));
+        assert_eq!(agreed(1, &q, &offers(&[2, 3], &[4])), Some(batch("real")));
+        assert_eq!(agreed(1, &q, &offers(&[2], &[4])), None, "one peer may be the faulty one");
+        assert_eq!(agreed(1, &q, &offers(&[], &[4])), None);
+    }
+
+    #[test]
+    fn tiered_trusts_a_slice_with_itself_where_v_blocking_needs_more() {
+        // Two of three organisations, two of three nodes each; the node is 1, in {1, 2, 3}.
+        let orgs = [[1, 2, 3], [4, 5, 6], [7, 8, 9]].map(|o| QuorumSet::new(2, ids(&o)));
+        let q = QuorumSet { threshold: 2, validators: vec![], inner_sets: orgs.to_vec() };
+        // Its org-mate and two nodes of a second organisation: a slice with the node, not
+        // v-blocking (that needs two nodes in each of two organisations besides it).
+        let slice_only = offers(&[2, 4, 5], &[]);
+        assert!(!q.is_v_blocking(&|n| slice_only.contains_key(&n)));
+        assert_eq!(agreed(1, &q, &slice_only), Some(batch("real")));
+        // One faulty node cannot fill a slice, however it answers.
+        assert_eq!(agreed(1, &q, &offers(&[4, 5, 7], &[2])), None);
+        assert_eq!(agreed(1, &q, &offers(&[2, 4], &[5])), None);
+        // Two whole organisations that finished are v-blocking anyway.
+        assert_eq!(agreed(1, &q, &offers(&[4, 5, 7, 8], &[])), Some(batch("real")));
+    }
+
+    #[test]
+    fn an_entry_that_does_not_chain_is_refused_whoever_vouches() {
+        let q = QuorumSet::new(3, ids(&[1, 2, 3, 4]));
+        let wrong = (chain_hash(&[1; 32], 1, &batch("real").encode()), batch("real"));
+        let offers = ids(&[2, 3, 4]).into_iter().map(|n| (n, wrong.clone())).collect();
+        assert_eq!(agreed(1, &q, &offers), None);
     }
 }

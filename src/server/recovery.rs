@@ -15,10 +15,9 @@ use crate::fsio::IoFailure;
 use crate::hash::{hex, Digest};
 use crate::journal::Journal;
 use crate::ledger::{Ledger, Recovery};
-use crate::scp::{SlotIndex, Statement};
+use crate::scp::{Pledges, Statement};
 use crate::store::{Store, StoreError};
 use crate::wallet::{Amount, Key, Wallet};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,7 +27,8 @@ pub(super) struct Recovered {
     pub store: Store,
     pub ledger: Ledger,
     pub journal: Journal,
-    /// Our own last ballot statements for slots beyond the ledger.
+    /// Our own last statements (NOMINATE and ballot) of the slots beyond the ledger, and
+    /// our EXTERNALIZE of decided slots, in slot order.
     pub own: Vec<Statement>,
     /// Lines worth telling the operator.
     pub notes: Vec<String>,
@@ -66,10 +66,15 @@ pub(super) fn recover(dir: &Path, port: u16) -> Result<Recovered, ServerError> {
     let (wallet, before_last) = replay(&ledger)?;
     let store = Store::new(dir, port);
     reconcile(&store, &ledger, &wallet, before_last, &mut notes)?;
-    let (journal, own) = Journal::open(dir, port).map_err(ServerError::Journal)?;
-    let own: BTreeMap<SlotIndex, Statement> =
-        own.into_iter().filter(|(slot, _)| *slot > ledger.len()).collect();
-    Ok(Recovered { wallet, store, ledger, journal, own: own.into_values().collect(), notes })
+    let (journal, latest) = Journal::open(dir, port).map_err(ServerError::Journal)?;
+    // Undecided slots resume from their statements; decided ones keep only an EXTERNALIZE
+    // (to answer laggards); anything else of theirs is history.
+    let decided = ledger.len();
+    let own = latest
+        .into_values()
+        .filter(|st| st.slot > decided || matches!(st.pledges, Pledges::Externalize { .. }))
+        .collect();
+    Ok(Recovered { wallet, store, ledger, journal, own, notes })
 }
 
 fn reconcile(
@@ -147,7 +152,20 @@ impl std::fmt::Display for Verified {
 
 /// Checks a node's ledger (hash chain, slot order, batches) and its database against each
 /// other without changing either (beyond dropping a torn ledger tail, as start-up would).
+/// A directory without this node's ledger is an error, and nothing is created in it.
 pub fn verify(dir: &Path, port: u16) -> Result<Verified, ServerError> {
+    let path = dir.join(Ledger::file_name(port));
+    if let Err(source) = std::fs::metadata(&path) {
+        let source = match source.kind() {
+            std::io::ErrorKind::NotFound => std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("it does not exist (no node on port {port} has run in {})", dir.display()),
+            ),
+            _ => source,
+        };
+        let failure = IoFailure { operation: "verify", path, source };
+        return Err(ServerError::Ledger(crate::ledger::LedgerError::Io(failure)));
+    }
     let (ledger, _) = Ledger::open(dir, port).map_err(ServerError::Ledger)?;
     let (wallet, _) = replay(&ledger)?;
     let store = Store::new(dir, port);

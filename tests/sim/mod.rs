@@ -7,11 +7,18 @@
 //!
 //! The network delivers each message after a random delay (hence reordering), and a
 //! scenario may add an **asynchrony period**: a phase of loss, duplication and long delays,
-//! or a partition that heals. Some nodes may be faulty: crashed (never started, or stopped
-//! at some time, or stopped and later restarted from the statements it persisted), or
-//! Byzantine, either **equivocating** (two honest [`Node`]s with
-//! different proposals behind one identity, each peer hearing one or the other) or
-//! **babbling** (random well-formed statements under its own identity).
+//! or a partition that heals. The nodes share one of three fixed quorum configurations or
+//! each have their own ([`Topology::Asymmetric`], drawn so that the honest nodes stay
+//! intact despite one Byzantine node). Some nodes may be faulty: crashed (never started,
+//! or stopped at some time, or stopped and later restarted, once or again and again, from
+//! its ledger and the statements it journaled), or Byzantine: **equivocating** (two
+//! honest [`Node`]s with different proposals behind one identity, each peer hearing one or
+//! the other), **babbling** (random well-formed statements under its own identity), or a
+//! targeted attacker: backing each peer's own value one step ahead, telling each half of
+//! the network another value at every stage up to EXTERNALIZE, counters at `u32::MAX`,
+//! values injected only through ballot statements, or a colluding coalition beyond the
+//! fault bound. Nodes may also fetch decided slots from their peers' ledgers, as the
+//! server's catch-up does and under its trust rule ([`Scenario::catch_up`]).
 //!
 //! While it runs the simulation checks the safety properties at every externalization:
 //!
@@ -22,8 +29,10 @@
 //! * **isolation**: a node cut off from every quorum from the start of a partition does
 //!   not externalize before the partition heals;
 //! * **interface**: nodes send only their own, sane statements, arm timers in the future,
-//!   never go back on what they said about a slot (even across a restart), and honest
-//!   statements are never refused as malformed or invalid;
+//!   never go back on what they said about a slot (even across a restart), answer
+//!   laggards with exactly the EXTERNALIZE they sent, and honest statements are never
+//!   refused as malformed or invalid (beyond the fault bound, only this and order are
+//!   checked: see [`Scenario::befouled`]);
 //!
 //! and at the end **termination**: once the asynchrony period is over, every honest node
 //! that did not crash externalizes every slot of the run within [`Scenario::horizon`]
@@ -31,11 +40,12 @@
 //! A failed run's [`Outcome::report`] gives the seed, the scenario, the broken property,
 //! the nodes' final state, the tail of the event trace and the command that replays it.
 
+use fba::quorum::intersection::{self, Intersection};
 use fba::quorum::{self, NodeId, QuorumSet};
 use fba::rng::Rng;
 use fba::scp::{
-    Application, Ballot, Config, Input, Node, Output, Pledges, Rejection, Statement, Timeouts, TimerId,
-    Value, INFINITE_COUNTER,
+    vouched, Application, Ballot, Config, Input, Node, Output, Pledges, Rejection, Statement, Timeouts,
+    TimerId, Value, INFINITE_COUNTER,
 };
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -52,6 +62,16 @@ const MAX_EVENTS: u64 = 2_000_000;
 const START_SPREAD_MS: u64 = 200;
 /// Probability that a babbling node sends a given statement to a given peer.
 const BABBLE_REACH: f64 = 0.7;
+/// Modelled catch-up: a peer this many slots ahead makes a node fetch from the ledgers
+/// (the server's `LAG_SLOTS`).
+pub const CATCH_UP_LAG: u64 = 4;
+/// Modelled catch-up: a node behind a peer that decided nothing for this long fetches
+/// from the ledgers (the server's `STALL`).
+pub const CATCH_UP_STALL: Duration = Duration::from_secs(1);
+/// How often a node looks whether to catch up (the server's housekeeping interval).
+const CATCH_UP_EVERY: Duration = Duration::from_millis(250);
+/// The salt of the value a Byzantine node forges in its ledger.
+const FORGED: u64 = 99;
 
 /// Shorthand for a number of milliseconds.
 pub fn ms(n: u64) -> Duration {
@@ -125,8 +145,8 @@ fn hasty_timeouts(rng: &mut Rng) -> Timeouts {
 
 // ----- Topologies -----------------------------------------------------------------------
 
-/// The networks the simulation runs. Node ids start at 3000; every node of a topology
-/// uses the same quorum set.
+/// The networks the simulation runs. Node ids start at 3000; every node of a fixed
+/// topology uses the same quorum set, every node of an asymmetric one its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topology {
     /// Four nodes 3000..=3003, threshold 3: tolerates one faulty node.
@@ -139,15 +159,29 @@ pub enum Topology {
     /// each of two organisations) can share a single node, so a Byzantine node there can
     /// legitimately lead honest nodes to different values.
     Tiered,
+    /// `nodes` nodes (4 to 8), each with its own random quorum set drawn from `seed`
+    /// ([`asymmetric_quorum_sets`]) so that the honest nodes stay intact despite one
+    /// Byzantine node, the last one ([`Topology::byzantine_slot`]).
+    Asymmetric {
+        /// How many nodes.
+        nodes: u8,
+        /// Seeds the quorum sets.
+        seed: u64,
+    },
 }
 
 impl Topology {
     /// Every topology, indexed by [`Topology::index`].
     pub const ALL: [Topology; 3] = [Topology::Four, Topology::Seven, Topology::Tiered];
 
-    /// Position in [`Topology::ALL`].
+    /// Position in [`Topology::ALL`] (3 for the asymmetric topologies).
     pub fn index(self) -> u64 {
-        self as u64
+        match self {
+            Topology::Four => 0,
+            Topology::Seven => 1,
+            Topology::Tiered => 2,
+            Topology::Asymmetric { .. } => 3,
+        }
     }
 
     /// The node ids.
@@ -156,8 +190,15 @@ impl Topology {
             Topology::Four => 4,
             Topology::Seven => 7,
             Topology::Tiered => 9,
+            Topology::Asymmetric { nodes, .. } => u64::from(nodes),
         };
         (3000..3000 + n).map(NodeId).collect()
+    }
+
+    /// The one node an asymmetric topology is drawn to survive as Byzantine (the last);
+    /// the fixed topologies tolerate any [`Topology::max_faulty`] nodes.
+    pub fn byzantine_slot(self) -> Option<NodeId> {
+        matches!(self, Topology::Asymmetric { .. }).then(|| *self.nodes().last().expect("nodes"))
     }
 
     /// The organisations of the tiered topology (consecutive triples of node ids).
@@ -165,9 +206,9 @@ impl Topology {
         self.nodes().chunks(3).map(<[NodeId]>::to_vec).collect()
     }
 
-    /// The quorum set every node uses.
-    pub fn quorum_set(self) -> QuorumSet {
-        match self {
+    /// Each node's quorum set.
+    pub fn quorum_sets(self) -> BTreeMap<NodeId, QuorumSet> {
+        let shared = match self {
             Topology::Four => QuorumSet::new(3, self.nodes()),
             Topology::Seven => QuorumSet::new(5, self.nodes()),
             Topology::Tiered => QuorumSet {
@@ -175,22 +216,102 @@ impl Topology {
                 validators: vec![],
                 inner_sets: self.organisations().into_iter().map(|org| QuorumSet::new(2, org)).collect(),
             },
-        }
+            Topology::Asymmetric { nodes, seed } => return asymmetric_quorum_sets(nodes, seed),
+        };
+        self.nodes().into_iter().map(|n| (n, shared.clone())).collect()
     }
 
     /// How many faulty nodes the topology tolerates (for safety and termination).
     pub fn max_faulty(self) -> u64 {
         match self {
             Topology::Seven => 2,
-            Topology::Four | Topology::Tiered => 1,
+            Topology::Four | Topology::Tiered | Topology::Asymmetric { .. } => 1,
         }
     }
 
     /// Whether its faulty nodes may be Byzantine rather than merely crashed: the honest
-    /// nodes keep quorum intersection despite [`Topology::max_faulty`] Byzantine nodes.
+    /// nodes keep quorum intersection despite [`Topology::max_faulty`] Byzantine nodes
+    /// (in an asymmetric topology: the one drawn for, [`Topology::byzantine_slot`]).
     pub fn tolerates_byzantine(self) -> bool {
         self != Topology::Tiered
     }
+}
+
+// ----- Asymmetric quorum configurations ---------------------------------------------------
+
+/// The quorum sets of an asymmetric topology: every node draws its own (a threshold of
+/// itself and a random subset of the others, sometimes nested in two groups), redrawn
+/// until the honest nodes, all but the last node `b`, are **intact** despite `b` being
+/// Byzantine (paper §3.2): they form a quorum without `b`, and once `b` is deleted from
+/// every slice, every two quorums of the honest nodes intersect ([`intact_despite`],
+/// decided by `fba::quorum::intersection::check`). SCP then promises every honest node
+/// agreement and termination whatever `b` does. `b` appears in most honest quorum sets,
+/// so that it matters.
+pub fn asymmetric_quorum_sets(nodes: u8, seed: u64) -> BTreeMap<NodeId, QuorumSet> {
+    let ids: Vec<NodeId> = (3000..3000 + u64::from(nodes)).map(NodeId).collect();
+    let byzantine = *ids.last().expect("at least one node");
+    let mut rng = Rng::new(seed ^ 0x0a5e_10de_50f5_ca1e);
+    for _ in 0..10_000 {
+        let qsets: BTreeMap<NodeId, QuorumSet> =
+            ids.iter().map(|&id| (id, random_quorum_set(&mut rng, id, &ids, byzantine))).collect();
+        if intact_despite(&qsets, byzantine) {
+            return qsets;
+        }
+    }
+    panic!("no intact asymmetric configuration of {nodes} nodes drawn from seed {seed}");
+}
+
+/// A random quorum set for `me` over `ids`: itself and 3 or more others (`byzantine`
+/// among them 80% of the time), either flat with a threshold of at least two thirds, or
+/// (a third of the time) itself plus two inner groups, 2 or 3 of those 3 entries.
+fn random_quorum_set(rng: &mut Rng, me: NodeId, ids: &[NodeId], byzantine: NodeId) -> QuorumSet {
+    let mut others: Vec<NodeId> = ids.iter().copied().filter(|&n| n != me).collect();
+    rng.shuffle(&mut others);
+    let k = 3 + rng.below(others.len() as u64 - 2) as usize;
+    if me != byzantine && rng.chance(0.8) && !others[..k].contains(&byzantine) {
+        let at = others.iter().position(|&n| n == byzantine).expect("byzantine is another node");
+        others.swap(0, at);
+    }
+    others.truncate(k);
+    if k >= 4 && rng.chance(1.0 / 3.0) {
+        let (a, b) = others.split_at(k / 2);
+        let inner = [a, b].map(|g| QuorumSet::new(two_thirds(rng, g.len()), g.iter().copied())).to_vec();
+        return QuorumSet { threshold: 2 + rng.below(2) as u32, validators: vec![me], inner_sets: inner };
+    }
+    let members: Vec<NodeId> = std::iter::once(me).chain(others).collect();
+    QuorumSet::new(two_thirds(rng, members.len()), members)
+}
+
+/// A threshold of `m` entries: two thirds rounded up, or one more (at most `m`).
+fn two_thirds(rng: &mut Rng, m: usize) -> u32 {
+    ((2 * m).div_ceil(3) + rng.below(2) as usize).min(m) as u32
+}
+
+/// Are the nodes other than `byzantine` intact despite it: a quorum without it, and with
+/// quorum intersection once it is deleted from every slice?
+pub fn intact_despite(qsets: &BTreeMap<NodeId, QuorumSet>, byzantine: NodeId) -> bool {
+    let honest: BTreeMap<NodeId, QuorumSet> = qsets
+        .iter()
+        .filter(|(&n, _)| n != byzantine)
+        .map(|(&n, q)| (n, delete(q, byzantine).unwrap_or_else(|| QuorumSet::singleton(n))))
+        .collect();
+    let quorum = qsets.iter().all(|(&n, q)| n == byzantine || q.is_slice(&|x| x != byzantine));
+    quorum && matches!(intersection::check(&honest), Intersection::Holds { .. })
+}
+
+/// `q` with `gone` deleted from every slice (paper §3.2): an entry that is `gone`, or an
+/// inner set left with an empty slice, is satisfied for free, so the threshold drops by
+/// one for each. `None` when the empty set is a slice.
+pub fn delete(q: &QuorumSet, gone: NodeId) -> Option<QuorumSet> {
+    let validators: Vec<NodeId> = q.validators.iter().copied().filter(|&v| v != gone).collect();
+    let inner: Vec<Option<QuorumSet>> = q.inner_sets.iter().map(|i| delete(i, gone)).collect();
+    let free = (q.validators.len() - validators.len()) + inner.iter().filter(|i| i.is_none()).count();
+    let threshold = (q.threshold as usize).saturating_sub(free);
+    (threshold > 0).then(|| QuorumSet {
+        threshold: threshold as u32,
+        validators,
+        inner_sets: inner.into_iter().flatten().collect(),
+    })
 }
 
 // ----- Scenarios ------------------------------------------------------------------------
@@ -201,14 +322,18 @@ pub enum Behaviour {
     /// Crashes: never starts (`None`), or stops processing at the given time.
     Crash(Option<Duration>),
     /// Crashes at `at` and restarts `down` later, from its ledger (the slots it decided)
-    /// and its journal (the last ballot statement it broadcast for each slot, persisted
-    /// before sending). It must then decide every slot like a correct node.
+    /// and its journal (the last NOMINATE and ballot statement it broadcast for each slot,
+    /// persisted before sending). It must then decide every slot like a correct node, and
+    /// answer laggards about the slots it decided with the EXTERNALIZE it sent.
     Restart {
         /// When it crashes.
         at: Duration,
         /// How long it stays down.
         down: Duration,
     },
+    /// Crashes and restarts again and again, as [`Behaviour::Restart`]: at each `at`, for
+    /// `down` (in order, not overlapping).
+    Storm(Vec<(Duration, Duration)>),
     /// Runs two honest nodes with different proposals under its identity; each peer hears
     /// always the same twin (`per_peer`) or a random twin per message.
     Equivocate {
@@ -218,12 +343,37 @@ pub enum Behaviour {
     /// Sends random well-formed statements under its own identity (sometimes announcing
     /// an odd quorum set).
     Babble,
+    /// Answers each peer's statement, to that peer alone, one step ahead on the peer's own
+    /// value: accepts what it votes, confirms prepared and votes to commit its ballot,
+    /// accepts its commit, externalizes its CONFIRM. Each peer hears its own value backed.
+    Flatter,
+    /// Splits its peers in two halves and tells each a different (honestly proposed)
+    /// value, one stage further every tick: votes, accepts, PREPARE, accepted and
+    /// confirmed prepared, CONFIRM, and finally EXTERNALIZE.
+    Split,
+    /// Sends random well-formed statements whose ballot counters are at or near
+    /// `u32::MAX` (the draft's ∞): PREPARE, CONFIRM and EXTERNALIZE at ∞ − 1 and ∞.
+    MaxCounters,
+    /// Injects values of its own that nobody nominated, only through PREPARE, CONFIRM and
+    /// EXTERNALIZE. They are not recorded as proposed: an honest node externalizing one
+    /// fails validity (one node is never v-blocking for an intact node).
+    BallotOnly,
+    /// Babbles in concert with every other colluding node: each random statement (small
+    /// or huge counters) goes out under every colluder's name to the same peers, so that
+    /// colluders make v-blocking sets and quorums say what they like. Beyond the fault
+    /// bound only.
+    Collude,
 }
 
 impl Behaviour {
     /// Is the node honest whenever it runs (so its decisions must agree)?
     pub fn is_honest(&self) -> bool {
-        matches!(self, Behaviour::Crash(_) | Behaviour::Restart { .. })
+        matches!(self, Behaviour::Crash(_) | Behaviour::Restart { .. } | Behaviour::Storm(_))
+    }
+
+    /// Is the node honest and running in the end (it must decide every slot)?
+    pub fn is_correct(&self) -> bool {
+        matches!(self, Behaviour::Restart { .. } | Behaviour::Storm(_))
     }
 }
 
@@ -235,7 +385,17 @@ impl fmt::Display for Behaviour {
             Behaviour::Restart { at, down } => write!(f, "crashes at {at:?} and restarts {down:?} later"),
             Behaviour::Equivocate { per_peer: true } => write!(f, "equivocates (fixed twin per peer)"),
             Behaviour::Equivocate { per_peer: false } => write!(f, "equivocates (random twin per message)"),
+            Behaviour::Storm(windows) => {
+                let windows: Vec<String> =
+                    windows.iter().map(|(at, down)| format!("{at:?}+{down:?}")).collect();
+                write!(f, "crashes and restarts at {}", windows.join(", "))
+            }
             Behaviour::Babble => write!(f, "sends random well-formed statements"),
+            Behaviour::Flatter => write!(f, "backs each peer's own value one step ahead"),
+            Behaviour::Split => write!(f, "tells each half of the network another value at every stage"),
+            Behaviour::MaxCounters => write!(f, "sends statements with counters at u32::MAX"),
+            Behaviour::BallotOnly => write!(f, "injects unnominated values through ballot statements"),
+            Behaviour::Collude => write!(f, "babbles in concert with the other colluders"),
         }
     }
 }
@@ -369,6 +529,16 @@ pub struct Scenario {
     pub horizon: Duration,
     /// The test that replays this scenario from `FBA_SIM_SEED`.
     pub replay_test: &'static str,
+    /// Whether nodes fetch decided slots from their peers' ledgers, as the server's
+    /// catch-up does: when a peer is more than [`CATCH_UP_LAG`] slots ahead, or ahead
+    /// while the node made no progress for [`CATCH_UP_STALL`], subject to the server's
+    /// trust rule [`fba::scp::vouched`]. Off, laggards must finish through SCP alone.
+    pub catch_up: bool,
+    /// More nodes are Byzantine than the topology tolerates, so the honest nodes are
+    /// befouled: SCP promises them neither agreement nor termination, and only the
+    /// interface (no panic, sane statements, never going back on one's word, exact
+    /// answers) and the order of reports are checked. Set by [`Scenario::beyond_fault_bound`].
+    pub befouled: bool,
 }
 
 impl Scenario {
@@ -384,6 +554,8 @@ impl Scenario {
             timeouts: patient_timeouts(),
             horizon: Duration::from_secs(600),
             replay_test: "replay",
+            catch_up: false,
+            befouled: false,
         }
     }
 
@@ -411,6 +583,65 @@ impl Scenario {
                 }
             }
         }
+        if rng.chance(0.25) {
+            s.timeouts = hasty_timeouts(&mut rng);
+        }
+        s
+    }
+
+    /// The random asymmetric scenario of `seed`: 5 to 8 nodes with their own quorum sets
+    /// ([`asymmetric_quorum_sets`]), 4 to 6 slots; the node the configuration survives is
+    /// Byzantine (any attacker) most of the time, or crashed, or correct; a fifth of the
+    /// time a lossy phase or a partition; a quarter of the time hasty timeouts.
+    pub fn random_asymmetric(seed: u64) -> Scenario {
+        let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xa513_e71c);
+        let topology = Topology::Asymmetric { nodes: 5 + rng.below(4) as u8, seed };
+        let mut s = Scenario::calm(topology, seed);
+        s.slots = 4 + rng.below(3);
+        s.max_delay = between(&mut rng, 5, 50);
+        let byzantine = topology.byzantine_slot().expect("asymmetric");
+        match rng.below(10) {
+            0 => {}
+            1 => {
+                s.faulty.insert(byzantine, random_crash(&mut rng));
+            }
+            _ => {
+                s.faulty.insert(byzantine, random_byzantine(&mut rng));
+            }
+        }
+        if rng.chance(0.2) {
+            s.network = match rng.below(2) {
+                0 => Network::random_lossy(&mut rng),
+                _ => Network::random_partition(&mut rng, topology),
+            };
+        }
+        if rng.chance(0.25) {
+            s.timeouts = hasty_timeouts(&mut rng);
+        }
+        s
+    }
+
+    /// A restart storm on `topology`: every node crashes and restarts two to four times
+    /// in the first few seconds (down 10 ms to 1.5 s each time) while 8 to 12 slots are
+    /// being decided; half of the runs model the ledger catch-up, a quarter use hasty
+    /// timeouts. Every node must decide every slot.
+    pub fn storm(topology: Topology, seed: u64) -> Scenario {
+        let mut rng = Rng::new(seed.wrapping_mul(0xd1b5_4a32_d192_ed03) ^ 0x0005_7073);
+        let mut s = Scenario::calm(topology, seed);
+        s.slots = 8 + rng.below(5);
+        s.max_delay = between(&mut rng, 5, 50);
+        for node in topology.nodes() {
+            let mut at = Duration::ZERO;
+            let mut windows = Vec::new();
+            for _ in 0..2 + rng.below(3) {
+                at += between(&mut rng, 50, 1_000);
+                let down = between(&mut rng, 10, 1_500);
+                windows.push((at, down));
+                at += down;
+            }
+            s.faulty.insert(node, Behaviour::Storm(windows));
+        }
+        s.catch_up = rng.chance(0.5);
         if rng.chance(0.25) {
             s.timeouts = hasty_timeouts(&mut rng);
         }
@@ -469,25 +700,53 @@ impl Scenario {
         self
     }
 
+    /// Declares that the Byzantine nodes exceed the fault bound (see [`Scenario::befouled`]).
+    pub fn beyond_fault_bound(mut self) -> Scenario {
+        self.befouled = true;
+        self
+    }
+
+    /// Turns the modelled ledger catch-up on or off.
+    pub fn catch_up(mut self, on: bool) -> Scenario {
+        self.catch_up = on;
+        self
+    }
+
     /// Names the test that replays this scenario from `FBA_SIM_SEED`.
     pub fn replayed_by(mut self, test: &'static str) -> Scenario {
         self.replay_test = test;
         self
     }
 
-    /// Must every correct node decide every slot? Always, except in the tiered topology
-    /// when a faulty node meets an asynchrony period: there no set of nodes is *intact*
-    /// once one node fails (two quorums may share just that node), so SCP promises no
-    /// termination. It happens: a partition lets two organisations decide without the
-    /// third, then one of the two crashes, and the survivor's EXTERNALIZE messages are not
-    /// v-blocking for the laggards, which therefore never catch up. Safety is still checked.
+    /// Must every correct node decide every slot? Where SCP promises it:
+    ///
+    /// * four and seven nodes: always (at most [`Topology::max_faulty`] faulty nodes);
+    /// * asymmetric: when at most the node it was drawn for is faulty (the others are
+    ///   intact despite it, see [`asymmetric_quorum_sets`]);
+    /// * tiered: unless a node crashes for good during an asynchrony period. Then no set
+    ///   of nodes is *intact* (two quorums may share just that node), and it happens: a
+    ///   partition lets two organisations decide without the third, one of the two
+    ///   crashes for good, and the survivors' EXTERNALIZE messages are not v-blocking for
+    ///   the laggards. Nodes that restart come back and answer with the EXTERNALIZE they
+    ///   journaled, so they strand nobody. Safety is checked either way.
     pub fn guarantees_termination(&self) -> bool {
-        self.topology.tolerates_byzantine() || self.faulty.is_empty() || self.network == Network::Calm
+        if self.befouled {
+            return false;
+        }
+        match self.topology {
+            Topology::Four | Topology::Seven => true,
+            Topology::Tiered => {
+                self.network == Network::Calm || self.faulty.values().all(Behaviour::is_correct)
+            }
+            Topology::Asymmetric { .. } => {
+                self.faulty.keys().all(|&n| Some(n) == self.topology.byzantine_slot())
+            }
+        }
     }
 
     /// The nodes that must decide every slot: the honest ones that do not crash for good.
     pub fn correct_nodes(&self) -> Vec<NodeId> {
-        let correct = |b: Option<&Behaviour>| matches!(b, None | Some(Behaviour::Restart { .. }));
+        let correct = |b: Option<&Behaviour>| b.is_none_or(Behaviour::is_correct);
         self.topology.nodes().into_iter().filter(|n| correct(self.faulty.get(n))).collect()
     }
 
@@ -514,11 +773,16 @@ fn random_crash(rng: &mut Rng) -> Behaviour {
     }
 }
 
-fn random_byzantine(rng: &mut Rng) -> Behaviour {
-    match rng.below(3) {
+/// Any of the Byzantine behaviours.
+pub fn random_byzantine(rng: &mut Rng) -> Behaviour {
+    match rng.below(7) {
         0 => Behaviour::Equivocate { per_peer: true },
         1 => Behaviour::Equivocate { per_peer: false },
-        _ => Behaviour::Babble,
+        2 => Behaviour::Babble,
+        3 => Behaviour::Flatter,
+        4 => Behaviour::Split,
+        5 => Behaviour::MaxCounters,
+        _ => Behaviour::BallotOnly,
     }
 }
 
@@ -529,6 +793,9 @@ impl fmt::Display for Scenario {
             "seed {}: {:?} topology, {} slots, delays 1 ms..={:?}, network {}, ",
             self.seed, self.topology, self.slots, self.max_delay, self.network
         )?;
+        if self.catch_up {
+            write!(f, "ledger catch-up, ")?;
+        }
         if self.timeouts != patient_timeouts() {
             let t = &self.timeouts;
             write!(
@@ -540,6 +807,9 @@ impl fmt::Display for Scenario {
                 t.ballot_increment,
                 t.rebroadcast
             )?;
+        }
+        if self.befouled {
+            write!(f, "BEYOND the fault bound, ")?;
         }
         if self.faulty.is_empty() {
             return write!(f, "no faulty node");
@@ -698,6 +968,10 @@ enum Note {
         statement: Statement,
         verdict: Result<usize, Rejection>,
     },
+    CatchUp {
+        node: NodeId,
+        slots: Vec<(u64, Value)>,
+    },
     Fail(String),
 }
 
@@ -738,6 +1012,7 @@ impl fmt::Display for Note {
             Note::Restore { node, statement, verdict: v } => {
                 write!(f, "{node} restores {statement:?} ({})", verdict(v))
             }
+            Note::CatchUp { node, slots } => write!(f, "{node} catches up from the ledgers: {slots:?}"),
             Note::Fail(what) => write!(f, "CHECK FAILED: {what}"),
         }
     }
@@ -783,8 +1058,10 @@ enum Event {
     Crash(NodeId),
     /// The node comes back from its ledger and journal.
     Restart(NodeId),
-    /// A babbling node sends random statements.
-    Babble(NodeId),
+    /// A Byzantine node's periodic attack (babbling and the like).
+    Attack(NodeId),
+    /// A node looks whether to catch up from its peers' ledgers.
+    CatchUp(NodeId),
 }
 
 /// An event in the queue, ordered by time then by scheduling order.
@@ -823,8 +1100,8 @@ struct Member {
 }
 
 impl Member {
-    fn new(id: NodeId, scenario: &Scenario, first_slot: u64) -> Member {
-        let mut config = Config::new(id, scenario.topology.quorum_set());
+    fn new(id: NodeId, scenario: &Scenario, qset: &QuorumSet, first_slot: u64) -> Member {
+        let mut config = Config::new(id, qset.clone());
         config.timeouts = scenario.timeouts.clone();
         let node = Node::new(config, SimApp, first_slot).expect("simulated configurations are sane");
         Member { node, timers: BTreeMap::new() }
@@ -849,7 +1126,29 @@ enum Actor {
         twins: Vec<Member>,
         split: Option<BTreeMap<NodeId, usize>>,
     },
-    Babbler,
+    /// A Byzantine node that runs no SCP node.
+    Attacker(Attack),
+}
+
+/// What a Byzantine [`Actor::Attacker`] does (see [`Behaviour`]).
+enum Attack {
+    Babble,
+    Flatter,
+    /// The half each peer is in, and the stage reached per slot.
+    Split {
+        halves: BTreeMap<NodeId, usize>,
+        stages: BTreeMap<u64, u32>,
+    },
+    MaxCounters,
+    BallotOnly,
+    Collude,
+}
+
+impl Attack {
+    /// Whether it acts on a timer (the others only answer).
+    fn is_periodic(&self) -> bool {
+        !matches!(self, Attack::Flatter)
+    }
 }
 
 // ----- The simulation -------------------------------------------------------------------
@@ -865,7 +1164,8 @@ struct Sim {
     ids: Vec<NodeId>,
     /// [`Scenario::correct_nodes`], computed once.
     correct: Vec<NodeId>,
-    qset: QuorumSet,
+    /// Each node's quorum set.
+    qsets: BTreeMap<NodeId, QuorumSet>,
     actors: BTreeMap<NodeId, Actor>,
     /// Values some node put forward, per slot.
     proposed: BTreeMap<u64, BTreeSet<Value>>,
@@ -880,6 +1180,8 @@ struct Sim {
     /// The latest statement each honest node broadcast, per slot and kind (ballot or
     /// not): what a real shell persists before sending, restored after a restart.
     journal: BTreeMap<(NodeId, u64, bool), Statement>,
+    /// When each node last decided a slot or (re)started, for the catch-up stall rule.
+    progress: BTreeMap<NodeId, Duration>,
     max_counter: u32,
     saw_prepared_prime: bool,
     restored: usize,
@@ -903,7 +1205,7 @@ impl Sim {
             events: 0,
             ids: topology.nodes(),
             correct: scenario.correct_nodes(),
-            qset: topology.quorum_set(),
+            qsets: topology.quorum_sets(),
             actors: BTreeMap::new(),
             proposed: BTreeMap::new(),
             decisions: BTreeMap::new(),
@@ -912,6 +1214,7 @@ impl Sim {
             trace: Trace { live, tail: VecDeque::with_capacity(TAIL) },
             failure: None,
             journal: BTreeMap::new(),
+            progress: BTreeMap::new(),
             max_counter: 0,
             saw_prepared_prime: false,
             restored: 0,
@@ -926,29 +1229,46 @@ impl Sim {
     /// Creates the actor behind `id` and schedules its first events.
     fn spawn(&mut self, id: NodeId) {
         let start = between(&mut self.rng, 0, START_SPREAD_MS);
+        let member = |sim: &Sim| Member::new(id, &sim.scenario, &sim.qsets[&id], 1);
         let actor = match self.scenario.faulty.get(&id).cloned() {
-            None => Actor::Honest(Box::new(Member::new(id, &self.scenario, 1))),
+            None => Actor::Honest(Box::new(member(self))),
             Some(Behaviour::Crash(None)) => Actor::Crashed,
             Some(Behaviour::Crash(Some(at))) => {
                 self.schedule(at, Event::Crash(id));
-                Actor::Honest(Box::new(Member::new(id, &self.scenario, 1)))
+                Actor::Honest(Box::new(member(self)))
             }
             Some(Behaviour::Restart { at, down }) => {
                 self.schedule(at, Event::Crash(id));
                 self.schedule(at + down, Event::Restart(id));
-                Actor::Honest(Box::new(Member::new(id, &self.scenario, 1)))
+                Actor::Honest(Box::new(member(self)))
+            }
+            Some(Behaviour::Storm(windows)) => {
+                for (at, down) in windows {
+                    self.schedule(at, Event::Crash(id));
+                    self.schedule(at + down, Event::Restart(id));
+                }
+                Actor::Honest(Box::new(member(self)))
             }
             Some(Behaviour::Equivocate { per_peer }) => Actor::Equivocator {
-                twins: vec![Member::new(id, &self.scenario, 1), Member::new(id, &self.scenario, 1)],
+                twins: vec![member(self), member(self)],
                 split: per_peer.then(|| self.split_peers(id)),
             },
-            Some(Behaviour::Babble) => {
-                self.schedule(start, Event::Babble(id));
-                Actor::Babbler
+            Some(Behaviour::Babble) => Actor::Attacker(Attack::Babble),
+            Some(Behaviour::Flatter) => Actor::Attacker(Attack::Flatter),
+            Some(Behaviour::Split) => {
+                Actor::Attacker(Attack::Split { halves: self.split_peers(id), stages: BTreeMap::new() })
             }
+            Some(Behaviour::MaxCounters) => Actor::Attacker(Attack::MaxCounters),
+            Some(Behaviour::BallotOnly) => Actor::Attacker(Attack::BallotOnly),
+            Some(Behaviour::Collude) => Actor::Attacker(Attack::Collude),
         };
-        if matches!(actor, Actor::Honest(_) | Actor::Equivocator { .. }) {
-            self.schedule(start, Event::Start(id));
+        match &actor {
+            Actor::Honest(_) | Actor::Equivocator { .. } => self.schedule(start, Event::Start(id)),
+            Actor::Attacker(attack) if attack.is_periodic() => self.schedule(start, Event::Attack(id)),
+            _ => {}
+        }
+        if self.scenario.catch_up && self.scenario.is_honest(id) {
+            self.schedule(start + CATCH_UP_EVERY, Event::CatchUp(id));
         }
         self.actors.insert(id, actor);
     }
@@ -1020,7 +1340,8 @@ impl Sim {
                 self.actors.insert(id, Actor::Crashed);
             }
             Event::Restart(id) => self.restart(id),
-            Event::Babble(id) => self.babble(id),
+            Event::Attack(id) => self.attack(id),
+            Event::CatchUp(id) => self.catch_up(id),
         }
     }
 
@@ -1105,18 +1426,23 @@ impl Sim {
         }
     }
 
-    /// Brings a crashed node back: a new node at the slot after the last one it decided,
-    /// which restores its journaled ballot statements and proposes again. Its nomination
-    /// state is lost (only ballot statements are restored).
+    /// Brings a crashed node back: a new node at the slot after the last one it decided
+    /// (its ledger), which restores its journal, as the server does: the NOMINATE and
+    /// ballot statement of every undecided slot, and the EXTERNALIZE of the decided slots
+    /// within the core's history window. Then it proposes again.
     fn restart(&mut self, id: NodeId) {
         let next = self.decisions.get(&id).map_or(0, Vec::len) as u64 + 1;
         self.note(Note::Restart { node: id, next });
-        self.actors.insert(id, Actor::Honest(Box::new(Member::new(id, &self.scenario, next))));
-        self.journal.retain(|&(node, _, ballot), _| node != id || ballot);
+        let member = Member::new(id, &self.scenario, &self.qsets[&id], next);
+        let oldest = next.saturating_sub(member.node.config().history);
+        self.actors.insert(id, Actor::Honest(Box::new(member)));
+        self.progress.insert(id, self.now);
         let saved: Vec<Statement> = self
             .journal
-            .range((id, next, true)..(NodeId(id.0 + 1), 0, false))
-            .map(|(_, st)| st.clone())
+            .range((id, oldest, false)..(NodeId(id.0 + 1), 0, false))
+            .map(|(_, st)| st)
+            .filter(|st| st.slot >= next || matches!(st.pledges, Pledges::Externalize { .. }))
+            .cloned()
             .collect();
         for statement in saved {
             let Some(result) = self.call(id, 0, |node, now| node.restore(now, statement.clone())) else {
@@ -1136,8 +1462,10 @@ impl Sim {
     }
 
     fn deliver(&mut self, from: NodeId, to: NodeId, statement: Rc<Statement>) {
-        if matches!(self.actors.get(&to), Some(Actor::Crashed)) {
-            return self.note(Note::Drop { from, to, statement, why: "crashed" });
+        match self.actors.get(&to) {
+            Some(Actor::Crashed) => return self.note(Note::Drop { from, to, statement, why: "crashed" }),
+            Some(Actor::Attacker(Attack::Flatter)) => return self.flatter(to, from, &statement),
+            _ => {}
         }
         for twin in 0..self.twins(to) {
             let Some(result) = self.feed(to, twin, Input::Statement((*statement).clone())) else { return };
@@ -1169,7 +1497,10 @@ impl Sim {
             self.check_output(id, twin, &output);
             match output {
                 Output::Broadcast(st) => self.broadcast(id, twin, Rc::new(st)),
-                Output::Send { to, statement } => self.send(id, to, Rc::new(statement)),
+                Output::Send { to, statement } => {
+                    self.check_answer(id, &statement);
+                    self.send(id, to, Rc::new(statement));
+                }
                 Output::SetTimer { timer, at } => self.set_timer(id, twin, timer, at),
                 Output::CancelTimer(timer) => {
                     self.member(id, twin).map(|m| m.timers.remove(&timer));
@@ -1250,11 +1581,15 @@ impl Sim {
         if !self.scenario.is_honest(id) {
             return;
         }
+        self.progress.insert(id, self.now);
         let decided = self.decisions.entry(id).or_default();
         let expected = decided.len() as u64 + 1;
         decided.push(Decision { at: self.now, value: value.clone() });
         if slot != expected {
             return self.fail(Property::Order, format!("{id} reported slot {slot}, expected {expected}"));
+        }
+        if self.scenario.befouled {
+            return;
         }
         self.check_validity(id, slot, &value);
         self.check_agreement(id, slot, value);
@@ -1291,6 +1626,19 @@ impl Sim {
             }
         }
         self.journal.insert(key, statement.clone());
+    }
+
+    /// An honest node answers a laggard with exactly the EXTERNALIZE it broadcast (and
+    /// journaled), also after a restart: same c, same h.n.
+    fn check_answer(&mut self, id: NodeId, statement: &Statement) {
+        if !self.scenario.is_honest(id) {
+            return;
+        }
+        let said = self.journal.get(&(id, statement.slot, true));
+        if said != Some(statement) {
+            let detail = format!("{id} answered {statement:?} but had said {said:?}");
+            self.fail(Property::Interface, detail);
+        }
     }
 
     /// An honest node's statement may be refused as stale, too old or contradicting the
@@ -1333,30 +1681,124 @@ impl Sim {
         }
     }
 
-    // ----- Babbling Byzantine nodes ---------------------------------------------------------
+    // ----- Byzantine attackers ---------------------------------------------------------------
 
-    /// Sends one to three random statements, each to a random subset of the peers, and
-    /// schedules the next burst.
-    fn babble(&mut self, id: NodeId) {
+    /// A periodic attacker's move, then the next one 10 to 300 ms later.
+    fn attack(&mut self, id: NodeId) {
+        let noise = match self.actors.get(&id) {
+            Some(Actor::Attacker(Attack::Babble)) => Noise::Any,
+            Some(Actor::Attacker(Attack::MaxCounters)) => Noise::Huge,
+            Some(Actor::Attacker(Attack::BallotOnly)) => Noise::BallotOnly,
+            Some(Actor::Attacker(Attack::Split { .. })) => Noise::Split,
+            Some(Actor::Attacker(Attack::Collude)) => Noise::Collude,
+            _ => return,
+        };
+        match noise {
+            Noise::Split => self.split(id),
+            Noise::Collude => self.collude(id),
+            _ => self.babble(id, noise),
+        }
+        let next = self.now + between(&mut self.rng, 10, 300);
+        self.schedule(next, Event::Attack(id));
+    }
+
+    /// Sends one to three random statements, each to a random subset of the peers.
+    fn babble(&mut self, id: NodeId, noise: Noise) {
         for _ in 0..1 + self.rng.below(3) {
-            let statement = Rc::new(self.random_statement(id));
+            let statement = Rc::new(self.random_statement(id, noise));
             for peer in self.peers(id) {
                 if self.rng.chance(BABBLE_REACH) {
                     self.send(id, peer, statement.clone());
                 }
             }
         }
-        let next = self.now + between(&mut self.rng, 10, 300);
-        self.schedule(next, Event::Babble(id));
     }
 
     /// A random well-formed statement by `id` about a slot near the honest nodes' own.
-    fn random_statement(&mut self, id: NodeId) -> Statement {
+    fn random_statement(&mut self, id: NodeId, noise: Noise) -> Statement {
         let slot = self.babble_slot();
-        let pool = self.babble_pool(id, slot);
-        let pledges = random_pledges(&mut self.rng, &pool);
-        let quorum_set = if self.rng.chance(0.8) { self.qset.clone() } else { self.random_quorum_set(id) };
+        let pledges = match noise {
+            Noise::BallotOnly => {
+                let own: Vec<Value> =
+                    (0..2).map(|k| proposal(self.scenario.seed, id, slot, 20 + k)).collect();
+                random_ballot_pledges(&mut self.rng, &own, SMALL)
+            }
+            Noise::Huge => {
+                let pool = self.babble_pool(id, slot);
+                let span = if self.rng.chance(0.7) { HUGE } else { SMALL };
+                random_pledges(&mut self.rng, &pool, span)
+            }
+            Noise::Any | Noise::Split | Noise::Collude => {
+                let pool = self.babble_pool(id, slot);
+                random_pledges(&mut self.rng, &pool, SMALL)
+            }
+        };
+        let quorum_set =
+            if self.rng.chance(0.8) { self.qsets[&id].clone() } else { self.random_quorum_set(id) };
         Statement { node: id, slot, quorum_set, pledges }
+    }
+
+    /// [`Behaviour::Collude`]: one random statement, sent under the name of every
+    /// colluder to the same random subset of peers.
+    fn collude(&mut self, id: NodeId) {
+        let noise = if self.rng.chance(0.3) { Noise::Huge } else { Noise::Any };
+        let statement = self.random_statement(id, noise);
+        let colluders: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|n| self.scenario.faulty.get(n) == Some(&Behaviour::Collude))
+            .collect();
+        let reached: Vec<NodeId> =
+            self.ids.iter().copied().filter(|_| self.rng.chance(BABBLE_REACH)).collect();
+        for colluder in colluders {
+            let from =
+                Statement { node: colluder, quorum_set: self.qsets[&colluder].clone(), ..statement.clone() };
+            let from = Rc::new(from);
+            for &peer in reached.iter().filter(|&&p| p != colluder) {
+                self.send(colluder, peer, from.clone());
+            }
+        }
+    }
+
+    /// [`Behaviour::Flatter`]: answers `peer`'s statement, to it alone, one step ahead on
+    /// the peer's own value.
+    fn flatter(&mut self, id: NodeId, peer: NodeId, statement: &Statement) {
+        let pledges = one_step_ahead(&statement.pledges);
+        let quorum_set = self.qsets[&id].clone();
+        self.send(id, peer, Rc::new(Statement { node: id, slot: statement.slot, quorum_set, pledges }));
+    }
+
+    /// [`Behaviour::Split`]: one stage further on the slot some correct node is at, each
+    /// half of the peers hearing its own value.
+    fn split(&mut self, id: NodeId) {
+        let slot = self.babble_slot();
+        let Some(Actor::Attacker(Attack::Split { halves, stages })) = self.actors.get_mut(&id) else {
+            return;
+        };
+        let stage = stages.entry(slot).or_insert(0);
+        let now = *stage;
+        *stage = (now + 1).min(LAST_STAGE);
+        let halves = halves.clone();
+        let values = [0, 1].map(|half| self.split_value(id, slot, &halves, half));
+        let quorum_set = self.qsets[&id].clone();
+        for (peer, half) in halves {
+            let pledges = stage_pledges(now, &values[half]);
+            let statement = Statement { node: id, slot, quorum_set: quorum_set.clone(), pledges };
+            self.send(id, peer, Rc::new(statement));
+        }
+    }
+
+    /// The value a split attacker backs in `half`: the proposal of an honest node there
+    /// (else one of its own), recorded as proposed (the attacker puts it forward).
+    fn split_value(&mut self, id: NodeId, slot: u64, halves: &BTreeMap<NodeId, usize>, half: usize) -> Value {
+        let honest = halves.iter().find(|(n, h)| **h == half && self.scenario.is_honest(**n));
+        let value = match honest {
+            Some((&n, _)) => proposal(self.scenario.seed, n, slot, 0),
+            None => proposal(self.scenario.seed, id, slot, 10 + half as u64),
+        };
+        self.proposed.entry(slot).or_default().insert(value.clone());
+        value
     }
 
     /// A sane but arbitrary quorum set for a babbler to announce: just itself, or a
@@ -1395,6 +1837,75 @@ impl Sim {
         pool
     }
 
+    // ----- Catch-up from the ledgers -------------------------------------------------------
+
+    /// [`Scenario::catch_up`], as the server does it: a node that a reachable peer's
+    /// ledger is more than [`CATCH_UP_LAG`] slots ahead of, or ahead of while the node
+    /// decided nothing for [`CATCH_UP_STALL`], fetches its next slots from the ledgers of
+    /// the peers it can reach, trusting an entry by the server's rule
+    /// ([`fba::scp::vouched`]), applies them and tells its core ([`Input::CaughtUp`]).
+    /// Byzantine peers offer forged entries, never proposed: applying one fails validity.
+    fn catch_up(&mut self, id: NodeId) {
+        self.schedule(self.now + CATCH_UP_EVERY, Event::CatchUp(id));
+        if !matches!(self.actors.get(&id), Some(Actor::Honest(_))) {
+            return;
+        }
+        let decided = self.decisions.get(&id).map_or(0, Vec::len) as u64;
+        let reachable: Vec<NodeId> = self
+            .peers(id)
+            .into_iter()
+            .filter(|&p| !self.scenario.network.cuts(self.now, id, p))
+            .filter(|p| !matches!(self.actors.get(p), Some(Actor::Crashed)))
+            .collect();
+        let ahead = reachable.iter().map(|&p| self.ledger_len(p)).max().unwrap_or(0).saturating_sub(decided);
+        let idle = self.now.saturating_sub(self.progress.get(&id).copied().unwrap_or_default());
+        if ahead <= CATCH_UP_LAG && (ahead == 0 || idle < CATCH_UP_STALL) {
+            return;
+        }
+        let mut slots = Vec::new();
+        while let Some(value) = self.vouched_entry(id, decided + 1 + slots.len() as u64, &reachable) {
+            slots.push((decided + 1 + slots.len() as u64, value));
+        }
+        let Some(&(last, _)) = slots.last() else { return };
+        self.note(Note::CatchUp { node: id, slots: slots.clone() });
+        for (slot, value) in slots {
+            self.decide(id, 0, slot, value);
+        }
+        if let Some(Ok(outputs)) = self.feed(id, 0, Input::CaughtUp { next: last + 1 }) {
+            self.apply(id, 0, outputs);
+        }
+        self.propose(id, 0);
+    }
+
+    /// How many slots `peer` offers: an honest node its ledger, a Byzantine one all.
+    fn ledger_len(&self, peer: NodeId) -> u64 {
+        match self.scenario.is_honest(peer) {
+            true => self.decisions.get(&peer).map_or(0, Vec::len) as u64,
+            false => self.scenario.slots,
+        }
+    }
+
+    /// What `peer` offers for `slot`: an honest node its decision, a Byzantine one a
+    /// forged value.
+    fn ledger_entry(&self, peer: NodeId, slot: u64) -> Option<Value> {
+        match self.scenario.is_honest(peer) {
+            true => self.decisions.get(&peer)?.get(slot as usize - 1).map(|d| d.value.clone()),
+            false => (slot <= self.scenario.slots).then(|| proposal(self.scenario.seed, peer, slot, FORGED)),
+        }
+    }
+
+    /// The value for `slot` that the `reachable` peers offering it vouch for, if any.
+    fn vouched_entry(&self, id: NodeId, slot: u64, reachable: &[NodeId]) -> Option<Value> {
+        let mut offers: BTreeMap<Value, BTreeSet<NodeId>> = BTreeMap::new();
+        for &peer in reachable {
+            if let Some(value) = self.ledger_entry(peer, slot) {
+                offers.entry(value).or_default().insert(peer);
+            }
+        }
+        let qset = &self.qsets[&id];
+        offers.into_iter().find(|(_, by)| vouched(id, qset, &|n| by.contains(&n))).map(|(v, _)| v)
+    }
+
     // ----- The end ------------------------------------------------------------------------
 
     fn finish(self) -> Outcome {
@@ -1426,7 +1937,7 @@ impl Sim {
                     out.extend(twins.iter().enumerate().map(|(t, m)| m.describe(who(*id, t))));
                 }
                 Actor::Crashed => out.push(format!("{id}: crashed")),
-                Actor::Babbler => out.push(format!("{id}: babbling")),
+                Actor::Attacker(_) => out.push(format!("{id}: Byzantine ({})", self.scenario.faulty[id])),
             }
         }
         out
@@ -1439,15 +1950,13 @@ fn isolated_nodes(scenario: &Scenario) -> BTreeSet<NodeId> {
     let Network::Partition { groups, from: Duration::ZERO, .. } = &scenario.network else {
         return BTreeSet::new();
     };
-    let qset = scenario.topology.quorum_set();
+    let qsets = scenario.topology.quorum_sets();
     let never_starts = |n: &NodeId| scenario.faulty.get(n) == Some(&Behaviour::Crash(None));
     let mut out = BTreeSet::new();
     for group in groups {
         let members: BTreeMap<NodeId, &QuorumSet> =
-            group.iter().filter(|n| !never_starts(n)).map(|&n| (n, &qset)).collect();
-        if !quorum::is_quorum(&qset, &members) {
-            out.extend(group.iter().copied());
-        }
+            group.iter().filter(|n| !never_starts(n)).map(|n| (*n, &qsets[n])).collect();
+        out.extend(group.iter().copied().filter(|n| !quorum::is_quorum(&qsets[n], &members)));
     }
     out
 }
@@ -1463,13 +1972,49 @@ fn counter(rng: &mut Rng, lo: u32, hi: u32) -> u32 {
     lo + rng.below(u64::from(hi - lo) + 1) as u32
 }
 
-/// Random pledges with small counters and values from `pool`, sane by construction.
-fn random_pledges(rng: &mut Rng, pool: &[Value]) -> Pledges {
-    let pledges = match rng.below(4) {
+/// How a periodic attacker makes its statements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Noise {
+    /// Any kind, small counters ([`Behaviour::Babble`]).
+    Any,
+    /// Any kind, counters near ∞ ([`Behaviour::MaxCounters`]).
+    Huge,
+    /// Ballot statements with values nobody nominated ([`Behaviour::BallotOnly`]).
+    BallotOnly,
+    /// [`Behaviour::Split`]'s stages.
+    Split,
+    /// [`Behaviour::Collude`]: babbling in concert.
+    Collude,
+}
+
+/// The range of ballot counters random statements draw from.
+#[derive(Clone, Copy)]
+struct Span {
+    lo: u32,
+    hi: u32,
+}
+
+/// Small counters, as honest nodes use.
+const SMALL: Span = Span { lo: 1, hi: 5 };
+/// Counters at and just below ∞ (`u32::MAX`).
+const HUGE: Span = Span { lo: INFINITE_COUNTER - 3, hi: INFINITE_COUNTER };
+
+/// Random pledges with counters from `span` and values from `pool`, sane by construction
+/// (c.n is never ∞: that is insane, and refused before it reaches the protocol).
+fn random_pledges(rng: &mut Rng, pool: &[Value], span: Span) -> Pledges {
+    match rng.below(4) {
         0 => random_nominate(rng, pool),
-        1 => random_prepare(rng, pool),
-        2 => random_confirm(rng, pool),
-        _ => random_externalize(rng, pool),
+        _ => random_ballot_pledges(rng, pool, span),
+    }
+}
+
+/// A random PREPARE (45%), CONFIRM (40%) or EXTERNALIZE (15%: it is final, so the
+/// sender's later statements about the slot are stale to whoever got it).
+fn random_ballot_pledges(rng: &mut Rng, pool: &[Value], span: Span) -> Pledges {
+    let pledges = match rng.below(20) {
+        0..9 => random_prepare(rng, pool, span),
+        9..17 => random_confirm(rng, pool, span),
+        _ => random_externalize(rng, pool, span),
     };
     debug_assert_eq!(pledges.check_sanity(false), Ok(()), "babbled {pledges:?}");
     pledges
@@ -1486,32 +2031,89 @@ fn random_nominate(rng: &mut Rng, pool: &[Value]) -> Pledges {
     Pledges::Nominate { voted, accepted }
 }
 
-fn random_prepare(rng: &mut Rng, pool: &[Value]) -> Pledges {
-    let ballot = Ballot::new(counter(rng, 1, 5), pick(rng, pool));
-    let prepared = rng.chance(0.7).then(|| Ballot::new(counter(rng, 1, 5), pick(rng, pool)));
+fn random_prepare(rng: &mut Rng, pool: &[Value], span: Span) -> Pledges {
+    let ballot = Ballot::new(counter(rng, span.lo, span.hi), pick(rng, pool));
+    let prepared = rng.chance(0.7).then(|| Ballot::new(counter(rng, span.lo, span.hi), pick(rng, pool)));
     let mut prepared_prime = None;
     let mut n_h = 0;
     if let Some(p) = &prepared {
-        let pp = Ballot::new(counter(rng, 1, p.counter), pick(rng, pool));
+        let pp = Ballot::new(counter(rng, span.lo, p.counter), pick(rng, pool));
         prepared_prime = (rng.chance(0.4) && pp < *p && !pp.compatible(p)).then_some(pp);
-        n_h = if rng.chance(0.5) { counter(rng, 1, p.counter) } else { 0 };
+        n_h = if rng.chance(0.5) { counter(rng, span.lo, p.counter) } else { 0 };
     }
-    let n_c = if n_h > 0 && n_h <= ballot.counter && rng.chance(0.5) { counter(rng, 1, n_h) } else { 0 };
+    let n_c = if n_h > 0 && n_h <= ballot.counter && rng.chance(0.5) {
+        counter(rng, span.lo, n_h.min(INFINITE_COUNTER - 1))
+    } else {
+        0
+    };
     Pledges::Prepare { ballot, prepared, prepared_prime, n_c, n_h }
 }
 
-fn random_confirm(rng: &mut Rng, pool: &[Value]) -> Pledges {
-    let ballot = Ballot::new(counter(rng, 1, 5), pick(rng, pool));
-    let n_h = counter(rng, 1, ballot.counter);
-    let n_commit = counter(rng, 1, n_h);
-    let n_prepared = counter(rng, 1, 5);
+fn random_confirm(rng: &mut Rng, pool: &[Value], span: Span) -> Pledges {
+    let ballot = Ballot::new(counter(rng, span.lo, span.hi), pick(rng, pool));
+    let n_h = counter(rng, span.lo, ballot.counter);
+    let n_commit = counter(rng, span.lo, n_h.min(INFINITE_COUNTER - 1));
+    let n_prepared = counter(rng, span.lo, span.hi);
     Pledges::Confirm { ballot, n_prepared, n_commit, n_h }
 }
 
-fn random_externalize(rng: &mut Rng, pool: &[Value]) -> Pledges {
-    let commit = Ballot::new(counter(rng, 1, 3), pick(rng, pool));
-    let n_h = counter(rng, commit.counter, 5);
+fn random_externalize(rng: &mut Rng, pool: &[Value], span: Span) -> Pledges {
+    let commit = Ballot::new(counter(rng, span.lo, span.lo + 2), pick(rng, pool));
+    let n_h = counter(rng, commit.counter, span.hi);
     Pledges::Externalize { commit, n_h }
+}
+
+/// [`Behaviour::Flatter`]'s answer to `pledges`: the next step on the sender's value.
+fn one_step_ahead(pledges: &Pledges) -> Pledges {
+    match pledges {
+        Pledges::Nominate { voted, accepted } => {
+            Pledges::Nominate { voted: BTreeSet::new(), accepted: voted.union(accepted).cloned().collect() }
+        }
+        Pledges::Prepare { ballot, prepared, n_h, .. } if prepared.is_none() || *n_h == 0 => {
+            let n = ballot.counter;
+            Pledges::Prepare {
+                ballot: ballot.clone(),
+                prepared: Some(ballot.clone()),
+                prepared_prime: None,
+                n_c: n,
+                n_h: n,
+            }
+        }
+        Pledges::Prepare { ballot, .. } => {
+            let n = ballot.counter;
+            Pledges::Confirm { ballot: ballot.clone(), n_prepared: n, n_commit: n, n_h: n }
+        }
+        Pledges::Confirm { ballot, n_commit, n_h, .. } => {
+            Pledges::Externalize { commit: Ballot::new(*n_commit, ballot.value.clone()), n_h: *n_h }
+        }
+        Pledges::Externalize { .. } => pledges.clone(),
+    }
+}
+
+/// [`Behaviour::Split`]'s last stage.
+const LAST_STAGE: u32 = 6;
+
+/// [`Behaviour::Split`]'s statement for `value` at `stage`: votes, accepts, PREPARE,
+/// accepted prepared, confirmed prepared (voting commit), CONFIRM, EXTERNALIZE.
+fn stage_pledges(stage: u32, value: &Value) -> Pledges {
+    let b = Ballot::new(1, value.clone());
+    let one: BTreeSet<Value> = [value.clone()].into();
+    let prepare = |p: bool, n: u32| Pledges::Prepare {
+        ballot: b.clone(),
+        prepared: p.then(|| b.clone()),
+        prepared_prime: None,
+        n_c: n,
+        n_h: n,
+    };
+    match stage {
+        0 => Pledges::Nominate { voted: one, accepted: BTreeSet::new() },
+        1 => Pledges::Nominate { voted: BTreeSet::new(), accepted: one },
+        2 => prepare(false, 0),
+        3 => prepare(true, 0),
+        4 => prepare(true, 1),
+        5 => Pledges::Confirm { ballot: b, n_prepared: 1, n_commit: 1, n_h: 1 },
+        _ => Pledges::Externalize { commit: b, n_h: 1 },
+    }
 }
 
 // ----- Environment ------------------------------------------------------------------------

@@ -66,6 +66,8 @@ pub struct Cluster {
     pub threshold: usize,
     children: Vec<Option<Child>>,
     extra_args: Vec<String>,
+    /// Whether nodes run with `--key-file DIR/keys/<port>.key` (see [`Cluster::with_keys`]).
+    keyed: bool,
 }
 
 impl Cluster {
@@ -76,6 +78,7 @@ impl Cluster {
             ports: free_ports(n),
             threshold,
             children: (0..n).map(|_| None).collect(),
+            keyed: false,
             extra_args: vec![
                 "--nomination-timeout-ms".into(),
                 "200".into(),
@@ -104,7 +107,30 @@ impl Cluster {
             }
         }
         cmd.arg("--threshold").arg(self.threshold.to_string()).args(&self.extra_args);
+        if self.keyed {
+            cmd.arg("--key-file").arg(self.key_path(i));
+        }
         cmd
+    }
+
+    /// Creates keys for every node with `fba_server keygen` and runs the nodes
+    /// authenticated from then on.
+    pub fn with_keys(&mut self) {
+        let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new(server_bin())
+            .arg("keygen")
+            .arg("--out")
+            .arg(self.dir.path().join("keys"))
+            .args(&nodes)
+            .output()
+            .expect("keygen runs");
+        assert!(out.status.success(), "keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.keyed = true;
+    }
+
+    /// Node `i`'s key file (loopback nodes are named by their port).
+    pub fn key_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join("keys").join(format!("{}.key", self.ports[i]))
     }
 
     pub fn start_node(&mut self, i: usize) {
@@ -261,13 +287,16 @@ impl Cluster {
 }
 
 /// A JSON-speaking UDP client with an explicit id, retransmitting one request id until it
-/// is answered: the wire protocol without a process per request.
+/// is answered: the wire protocol without a process per request. It registers a session
+/// on first use, like `fba_client`.
 pub struct RawClient {
     socket: UdpSocket,
     server: std::net::SocketAddr,
     /// The client id put in every request.
     pub id: u64,
     seq: u64,
+    /// The session put in every request (0 until registered).
+    pub session: u64,
     /// How long to wait for a reply before sending again.
     pub timeout: Duration,
     /// How many times to send a request before giving up.
@@ -283,29 +312,60 @@ impl RawClient {
             server: ([127, 0, 0, 1], port).into(),
             id,
             seq: 0,
+            session: 0,
             timeout: Duration::from_millis(300),
             attempts: 40,
         }
     }
 
-    /// The next request's sequence number.
+    /// Opens a session (a register request, retransmitted until answered); its id, or
+    /// None if no answer came.
+    pub fn register(&mut self) -> Option<u64> {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nonce = (nanos as u64) ^ self.id.rotate_left(17);
+        let register =
+            serde_json::json!({"client": self.id, "seq": 0, "op": {"type": "register", "nonce": nonce}});
+        let reply = self.exchange(&register)?;
+        self.session = reply["outcome"]["session"].as_u64()?;
+        self.seq = 0;
+        Some(self.session)
+    }
+
+    /// The next request's sequence number (registering a session first if needed).
     pub fn next_seq(&mut self) -> u64 {
+        if self.session == 0 {
+            self.register();
+        }
         self.seq += 1;
         self.seq
     }
 
     /// Sends a new request (the next sequence number) until answered; the `reply` object.
     pub fn call(&mut self, op: &serde_json::Value) -> Option<serde_json::Value> {
+        if self.session == 0 {
+            self.register()?;
+        }
         let seq = self.next_seq();
         self.send_until_reply(seq, op)
     }
 
-    /// Sends request (`id`, `seq`, `op`) up to `attempts` times, waiting `timeout` after each,
-    /// and returns the `reply` object of the first answer to it, or None.
+    /// Sends request (`id`, `session`, `seq`, `op`) up to `attempts` times, waiting
+    /// `timeout` after each, and returns the `reply` object of the first answer to it, or
+    /// None.
     pub fn send_until_reply(&self, seq: u64, op: &serde_json::Value) -> Option<serde_json::Value> {
-        let request =
-            serde_json::json!({"type": "request", "request": {"client": self.id, "seq": seq, "op": op}});
-        let bytes = serde_json::to_vec(&request).expect("json");
+        let mut request = serde_json::json!({"client": self.id, "seq": seq, "op": op});
+        if self.session != 0 {
+            request["session"] = self.session.into();
+        }
+        self.exchange(&request)
+    }
+
+    /// Sends `request` until a reply to it (same client, session and seq) comes.
+    fn exchange(&self, request: &serde_json::Value) -> Option<serde_json::Value> {
+        let (seq, session) = (request["seq"].clone(), request["session"].as_u64().unwrap_or(0));
+        let message = serde_json::json!({"type": "request", "request": request});
+        let bytes = serde_json::to_vec(&message).expect("json");
         let mut buf = vec![0u8; 65_536];
         for _ in 0..self.attempts {
             let _ = self.socket.send_to(&bytes, self.server);
@@ -328,7 +388,12 @@ impl RawClient {
                 };
                 let Ok(message) = serde_json::from_slice::<serde_json::Value>(&buf[..n]) else { continue };
                 let reply = &message["reply"];
-                if message["type"] == "reply" && reply["client"] == self.id && reply["seq"] == seq {
+                let same_session = reply["session"].as_u64().unwrap_or(0) == session;
+                if message["type"] == "reply"
+                    && reply["client"] == self.id
+                    && reply["seq"] == seq
+                    && same_session
+                {
                     return Some(reply.clone());
                 }
             }

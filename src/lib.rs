@@ -22,6 +22,8 @@ pub mod journal;
 pub mod keys;
 pub mod ledger;
 pub mod lock;
+pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod quorum;
 pub mod rng;

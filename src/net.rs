@@ -132,6 +132,8 @@ pub enum DecodeError {
     Auth(AuthError),
     /// A sealed datagram whose authenticated payload is not a peer message.
     NotPeerMessage,
+    /// A signed client request whose signature does not verify.
+    BadSignature(String),
 }
 
 impl fmt::Display for DecodeError {
@@ -143,6 +145,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadJson(e) => write!(f, "malformed message: {e}"),
             DecodeError::Auth(e) => write!(f, "authentication failed: {e}"),
             DecodeError::NotPeerMessage => write!(f, "sealed datagram does not carry a peer message"),
+            DecodeError::BadSignature(e) => write!(f, "request signature refused: {e}"),
         }
     }
 }
@@ -191,6 +194,44 @@ pub struct Incoming {
     pub from: SocketAddr,
     /// What it said, or why it could not be read.
     pub datagram: Result<Datagram, DecodeError>,
+    /// Digests ([`crate::wallet::Request::digest`]) of the signed client requests in it
+    /// whose signatures the reader verified: the protocol thread need not check them again.
+    pub verified: Vec<crate::hash::Digest>,
+    /// Signed requests of a flood whose signatures failed (removed from the flood).
+    pub forged: usize,
+}
+
+/// Verifies the client signatures a datagram carries, off the protocol thread: a direct
+/// request that fails becomes a [`DecodeError::BadSignature`]; a flood loses the requests
+/// that fail (their number is returned); every verified request's digest is collected.
+pub fn check_signatures(datagram: &mut Result<Datagram, DecodeError>) -> (Vec<crate::hash::Digest>, usize) {
+    let mut verified = Vec::new();
+    let mut forged = 0;
+    match datagram {
+        Ok(Datagram::Json(Message::Request { request })) if request.auth.is_some() => {
+            match request.verify() {
+                Ok(()) => verified.push(request.digest()),
+                Err(e) => *datagram = Err(DecodeError::BadSignature(e.to_string())),
+            }
+        }
+        Ok(Datagram::Json(Message::Flood { requests }))
+        | Ok(Datagram::Peer { message: Message::Flood { requests }, .. }) => {
+            requests.retain(|r| match r.auth.is_none() || r.verify().is_ok() {
+                true => {
+                    if r.auth.is_some() {
+                        verified.push(r.digest());
+                    }
+                    true
+                }
+                false => {
+                    forged += 1;
+                    false
+                }
+            });
+        }
+        _ => {}
+    }
+    (verified, forged)
 }
 
 /// Faults injected into outgoing datagrams, for tests of lossy networks.
@@ -425,12 +466,13 @@ fn read_loop(
         if partition.is_some_and(Partition::is_cut) {
             continue;
         }
-        let datagram = if n > MAX_DATAGRAM {
+        let mut datagram = if n > MAX_DATAGRAM {
             Err(DecodeError::Oversized(n))
         } else {
             decode_with(&buf[..n], opener.as_mut())
         };
-        if inbox.send(Incoming { from, datagram }).is_err() {
+        let (verified, forged) = check_signatures(&mut datagram);
+        if inbox.send(Incoming { from, datagram, verified, forged }).is_err() {
             break;
         }
     }

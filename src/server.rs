@@ -22,6 +22,7 @@
 //! node missed while down are fetched from its peers' ledgers ([`catchup`]).
 
 mod catchup;
+mod pool;
 mod recovery;
 mod trust;
 
@@ -44,6 +45,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// What a keyed node answers an unsigned request.
+const UNSIGNED_REFUSED: &str = "this cluster accepts only signed requests: create a client key with \
+     `fba_client keygen` and send with `fba_client --key FILE ...`";
 /// Most requests a node holds pending (beyond that, clients are told to retry).
 pub const MAX_POOL: usize = 10_000;
 /// Interval of the protocol thread's housekeeping (re-flooding, catch-up).
@@ -56,8 +60,6 @@ const BATCH_WAIT: Duration = Duration::from_micros(500);
 const MAX_BURST: usize = 256;
 /// Requests per flood datagram.
 const FLOOD_CHUNK: usize = 64;
-/// A pending request is flooded again after this long (its first flood may be lost).
-const REFLOOD_AFTER: Duration = Duration::from_secs(1);
 
 /// Why a node could not start or had to stop.
 #[derive(Debug)]
@@ -129,20 +131,59 @@ impl From<StoreError> for ServerError {
 /// The application policy SCP needs: a value is a non-empty, well-formed [`Batch`];
 /// candidates combine by union. Validity depends only on the value, so the answers for
 /// recent values are remembered: every statement about a slot carries its values again.
+///
+/// A batch is valid only if every signed request in it verifies (and, in a keyed cluster,
+/// every request is signed): a batch carrying one forged or altered request is refused as
+/// a whole. Requests whose signatures the reader thread already verified on arrival are
+/// not checked again (their digests are remembered), so verification stays off the
+/// protocol thread for everything that entered through this node or a flood.
 #[derive(Default)]
 pub struct WalletApp {
     known_valid: std::cell::RefCell<std::collections::HashSet<Value>>,
+    /// Every request must be signed (the node runs with keys).
+    require_signatures: bool,
+    /// Digests of requests whose signatures were verified.
+    verified: std::cell::RefCell<std::collections::HashSet<crate::hash::Digest>>,
 }
 
 /// Values whose validity [`WalletApp`] remembers (then it starts afresh).
 const KNOWN_VALID: usize = 256;
+/// Verified request digests remembered (then the set starts afresh).
+const KNOWN_VERIFIED: usize = 65_536;
+
+impl WalletApp {
+    /// The policy of a node that does (`true`) or does not require signed requests.
+    pub fn new(require_signatures: bool) -> WalletApp {
+        WalletApp { require_signatures, ..WalletApp::default() }
+    }
+
+    /// Remembers requests whose signatures were verified elsewhere (the reader thread).
+    pub fn note_verified(&self, digests: impl IntoIterator<Item = crate::hash::Digest>) {
+        let mut verified = self.verified.borrow_mut();
+        for digest in digests {
+            if verified.len() >= KNOWN_VERIFIED {
+                verified.clear();
+            }
+            verified.insert(digest);
+        }
+    }
+
+    fn batch_is_valid(&self, value: &Value) -> bool {
+        let Ok(batch) = Batch::decode(value.as_bytes()) else { return false };
+        if batch.is_empty() {
+            return false;
+        }
+        let verified = self.verified.borrow();
+        batch.verify_signatures_skipping(self.require_signatures, |d| verified.contains(d)).is_ok()
+    }
+}
 
 impl Application for WalletApp {
     fn validate(&self, _slot: SlotIndex, value: &Value) -> bool {
         if self.known_valid.borrow().contains(value) {
             return true;
         }
-        let valid = Batch::decode(value.as_bytes()).is_ok_and(|b| !b.is_empty());
+        let valid = self.batch_is_valid(value);
         if valid {
             let mut known = self.known_valid.borrow_mut();
             if known.len() >= KNOWN_VALID {
@@ -208,14 +249,22 @@ struct Server {
     peer_ids: HashMap<SocketAddr, NodeId>,
     /// The quorum sets peers announce, checked for intersection with ours.
     quorum_watch: trust::QuorumWatch,
-    /// When each peer was last heard from (any datagram), to spot silent ones.
+    /// When each peer was last heard from (any datagram), to spot crashed ones.
     last_heard: HashMap<NodeId, Instant>,
+    /// When each peer last sent something useful, on the busy clock, to spot mute ones
+    /// (see [`Server::update_silent_peers`]).
+    last_useful: HashMap<NodeId, Duration>,
+    /// Time spent busy (requests pending, a slot in progress); silence is measured on it.
+    busy_clock: Duration,
+    /// When the busy clock last moved, and whether anything useful arrived since.
+    busy_tick: (Instant, bool),
     /// Peers reported silent to the core.
     silent: std::collections::BTreeSet<NodeId>,
-    /// Pending requests by (client, seq), with when they were last flooded.
-    pool: BTreeMap<(u64, u64), (Request, Instant)>,
-    /// Where to send the reply of a pending request we received from a client.
-    waiting: HashMap<(u64, u64), (SocketAddr, Format)>,
+    /// Pending requests, with their sources and quotas ([`pool`]).
+    pool: pool::Pool,
+    /// Where to send the reply of a pending request we received from a client, by
+    /// [`Request::id`]; only for requests in the pool.
+    waiting: HashMap<pool::Id, (SocketAddr, Format)>,
     /// The slot we last proposed a batch for.
     proposed: Option<SlotIndex>,
     /// Replies of applied slots, sent by [`Server::flush`].
@@ -243,9 +292,12 @@ impl Server {
         let mut scp_config = scp::Config::new(config.id, config.quorum_set.clone());
         scp_config.timeouts = config.timeouts.clone();
         let first_slot = recovered.ledger.len() + 1;
-        let node = Node::new(scp_config, WalletApp::default(), first_slot).map_err(ServerError::Scp)?;
+        let app = WalletApp::new(config.keys.is_some());
+        let node = Node::new(scp_config, app, first_slot).map_err(ServerError::Scp)?;
         let peer_ids = config.peers.iter().map(|(id, addr)| (*addr, *id)).collect();
         let last_heard = config.peers.keys().map(|id| (*id, Instant::now())).collect();
+        let last_useful = config.peers.keys().map(|id| (*id, Duration::ZERO)).collect();
+        let pool = pool::Pool::new(MAX_POOL, config.peers.len());
         let log = Log::new(config.id, config.verbosity);
         let config_id_qset = (config.id, config.quorum_set.clone());
         Ok(Server {
@@ -262,10 +314,13 @@ impl Server {
             disk_budget: std::env::var("FBA_DISK_FULL_AFTER").ok().and_then(|v| v.parse().ok()),
             notes: recovered.notes,
             last_heard,
+            last_useful,
+            busy_clock: Duration::ZERO,
+            busy_tick: (Instant::now(), false),
             silent: Default::default(),
             peer_ids,
             quorum_watch: trust::QuorumWatch::new(config_id_qset.0, config_id_qset.1),
-            pool: BTreeMap::new(),
+            pool,
             waiting: HashMap::new(),
             proposed: None,
             replies: Vec::new(),
@@ -389,6 +444,14 @@ impl Server {
 
     fn on_datagram(&mut self, incoming: Incoming) -> Result<(), ServerError> {
         let from = incoming.from;
+        self.node.app().note_verified(incoming.verified);
+        if incoming.forged > 0 {
+            self.log.dropped(
+                "forged request",
+                from,
+                format_args!("{} flooded requests with signatures that do not verify", incoming.forged),
+            );
+        }
         match incoming.datagram {
             Err(e) => self.on_malformed(from, &e),
             Ok(Datagram::Text(line)) => self.on_text(from, &line),
@@ -429,23 +492,64 @@ impl Server {
     }
 
     /// A message from an authenticated peer (by its authenticator, or in development mode
-    /// by its address).
+    /// by its address). Any message shows the peer is up; only a useful one shows it takes
+    /// part (see [`Server::update_silent_peers`]): a statement in its own name about the
+    /// slot in progress or one of the next few, or ledger entries we asked for that were
+    /// applied. Catch-up requests, empty or unsolicited ledger answers and floods are not.
     fn on_peer_message(&mut self, peer: NodeId, message: Message) -> Result<(), ServerError> {
         self.last_heard.insert(peer, Instant::now());
         match message {
-            Message::Scp { statement } => self.on_statement(peer, statement)?,
-            Message::Flood { requests } => {
-                for request in requests {
-                    self.admit(request);
+            Message::Scp { statement } => {
+                if self.is_current(peer, &statement) {
+                    self.heard_useful(peer);
+                }
+                self.on_statement(peer, statement)?;
+            }
+            Message::Flood { requests } => self.on_flood(peer, requests),
+            Message::CatchUp { from } => self.serve_catchup(peer, from),
+            Message::Ledger { last, entries } => {
+                for helper in self.on_ledger_offer(peer, last, entries)? {
+                    self.heard_useful(helper);
                 }
             }
-            Message::CatchUp { from } => self.serve_catchup(peer, from),
-            Message::Ledger { last, entries } => self.on_ledger_offer(peer, last, entries)?,
             Message::Request { .. } | Message::Reply { .. } | Message::Error { .. } => {
                 debug_assert!(false, "not a peer message");
             }
         }
         Ok(())
+    }
+
+    /// Whether `statement`, from `peer`, is in its own name and about the slot in progress
+    /// or one the core would accept ahead of it.
+    fn is_current(&self, peer: NodeId, statement: &Statement) -> bool {
+        let next = self.node.current_slot();
+        let last = next.saturating_add(self.node.config().max_slots_ahead);
+        statement.node == peer && (next..=last).contains(&statement.slot)
+    }
+
+    /// `peer` sent something useful: it takes part, and the node is busy.
+    fn heard_useful(&mut self, peer: NodeId) {
+        self.last_useful.insert(peer, self.busy_clock);
+        self.busy_tick.1 = true;
+    }
+
+    /// Requests a peer flooded: pool those still to apply within the peer's quotas (in a
+    /// keyed cluster only signed ones, which the reader thread verified). Those over a
+    /// quota are dropped; the node they entered through floods them again.
+    fn on_flood(&mut self, peer: NodeId, requests: Vec<Request>) {
+        let keyed = self.config.keys.is_some();
+        let now = Instant::now();
+        let mut refused = None;
+        for request in requests.into_iter().filter(|r| !keyed || r.auth.is_some()) {
+            if self.wallet.admission(&request).is_new() {
+                if let Err(full) = self.pool.admit(request, pool::Source::Peer(peer), now) {
+                    refused = Some(full);
+                }
+            }
+        }
+        if let Some(full) = refused {
+            self.log.verbose(format_args!("flood from peer {peer} not all pooled: {full}"));
+        }
     }
 
     fn on_malformed(&mut self, from: SocketAddr, e: &DecodeError) {
@@ -489,6 +593,11 @@ impl Server {
     }
 
     fn on_text(&mut self, from: SocketAddr, line: &str) {
+        if self.config.keys.is_some() {
+            self.log.dropped("unsigned request", from, format_args!("plain-text request {line:?}"));
+            self.send(from, format!("[{}] ERROR {UNSIGNED_REFUSED}", self.config.id).as_bytes());
+            return;
+        }
         match wallet::parse_text(line) {
             Ok(op) => {
                 // Plain-text clients have no id: derive one from the address, and order
@@ -506,64 +615,74 @@ impl Server {
 
     /// A client's request: answer from the reply cache, or pool and flood it.
     fn on_request(&mut self, from: SocketAddr, request: Request, format: Format) {
-        let id = (request.client, request.seq);
+        if self.config.keys.is_some() && request.auth.is_none() {
+            self.log.dropped(
+                "unsigned request",
+                from,
+                format_args!("unsigned request from client {}", request.client),
+            );
+            let error = Message::Error { node: self.config.id, error: UNSIGNED_REFUSED.into() };
+            self.send(from, &net::encode(&error));
+            return;
+        }
+        let id = request.id();
         let admission = self.wallet.admission(&request);
         if let Some(reply) = admission.reply() {
             self.reply(from, format, reply);
             return;
         }
-        if !self.pool.contains_key(&id) && self.pool.len() >= MAX_POOL {
-            let error =
-                Message::Error { node: self.config.id, error: "node busy: too many pending requests".into() };
-            self.send(from, &net::encode(&error));
-            return;
-        }
-        self.waiting.insert(id, (from, format));
-        if self.admit(request.clone()) {
-            self.to_flood.push(request);
+        match self.pool.admit(request.clone(), pool::Source::Client, Instant::now()) {
+            Ok(admitted) => {
+                self.waiting.insert(id, (from, format));
+                if admitted == pool::Admitted::Added {
+                    self.to_flood.push(request);
+                }
+            }
+            Err(full) => self.refuse_busy(from, format, &request, full),
         }
     }
 
-    /// Adds a request to the pool unless it is known or already applied. True if added.
-    fn admit(&mut self, request: Request) -> bool {
-        let id = (request.client, request.seq);
-        let applied = !self.wallet.admission(&request).is_new();
-        if applied || self.pool.contains_key(&id) || self.pool.len() >= MAX_POOL {
-            return false;
-        }
-        self.pool.insert(id, (request, Instant::now()));
-        true
+    /// Tells our own client that its request was not pooled because a quota is full.
+    fn refuse_busy(&mut self, from: SocketAddr, format: Format, request: &Request, full: pool::Full) {
+        let pending: Vec<String> =
+            self.pool.per_source().map(|(source, n)| format!("{source} {n}")).collect();
+        let reason = format_args!("client {}: {full} (pending: {})", request.client, pending.join(", "));
+        self.log.dropped("busy", from, reason);
+        let bytes = match format {
+            Format::Json => net::encode(&Message::Error { node: self.config.id, error: full.to_string() }),
+            Format::Text => format!("[{}] ERROR {full}", self.config.id).into_bytes(),
+        };
+        self.send(from, &bytes);
     }
 
-    /// Periodic work: re-flood requests that may have been lost, and catch up if behind.
+    /// Periodic work: re-flood our clients' requests that may have been lost, forget reply
+    /// addresses of requests no longer pending, catch up if behind, spot silent peers.
     fn housekeeping(&mut self) {
-        let stale: Vec<Request> = self
-            .pool
-            .values_mut()
-            .filter(|(_, flooded)| flooded.elapsed() >= REFLOOD_AFTER)
-            .take(wallet::MAX_BATCH_REQUESTS)
-            .map(|(request, flooded)| {
-                *flooded = Instant::now();
-                request.clone()
-            })
-            .collect();
+        let stale = self.pool.stale_for_reflood(Instant::now());
         for chunk in stale.chunks(FLOOD_CHUNK) {
             self.broadcast(&net::encode(&Message::Flood { requests: chunk.to_vec() }));
         }
+        let pool = &self.pool;
+        self.waiting.retain(|id, _| pool.contains(id));
         self.probe_peers();
         self.request_catchup_if_behind(false);
         self.update_silent_peers();
     }
 
-    /// Tells the core which peers have sent nothing for [`SILENT_AFTER`] (they still get
-    /// the one-second catch-up probe, so a live peer always answers something).
+    /// Tells the core which peers are silent, so they are not chosen as nomination leaders:
+    ///
+    /// * **down**: nothing at all came from it for [`SILENT_AFTER`] (a live peer answers
+    ///   the one-second catch-up probe);
+    /// * **mute**: nothing useful came from it (see [`Server::on_peer_message`]) for
+    ///   [`SILENT_AFTER`] of *busy* time. The busy clock stands still while the cluster is
+    ///   idle, so honest peers with nothing to say stay live, and a member that only
+    ///   answers probes or asks for catch-up stays silent through idle spells too.
     fn update_silent_peers(&mut self) {
-        let silent: std::collections::BTreeSet<NodeId> = self
-            .last_heard
-            .iter()
-            .filter(|(_, at)| at.elapsed() >= SILENT_AFTER)
-            .map(|(id, _)| *id)
-            .collect();
+        self.advance_busy_clock();
+        let clock = self.busy_clock;
+        let down = self.last_heard.iter().filter(|(_, at)| at.elapsed() >= SILENT_AFTER).map(|(id, _)| *id);
+        let mute = self.last_useful.iter().filter(|(_, at)| clock.saturating_sub(**at) >= SILENT_AFTER);
+        let silent: std::collections::BTreeSet<NodeId> = down.chain(mute.map(|(id, _)| *id)).collect();
         if silent != self.silent {
             self.log.protocol(format_args!("silent peers: {silent:?} (not chosen as nomination leaders)"));
             self.node.set_unresponsive(silent.clone());
@@ -571,7 +690,20 @@ impl Server {
         }
     }
 
-    /// Nominates the pending requests if this node has not yet proposed for the slot.
+    /// Moves the busy clock on by the time since it last moved, if the node was busy
+    /// meanwhile: requests pending, our proposal out for the slot in progress, or a useful
+    /// message from any peer.
+    fn advance_busy_clock(&mut self) {
+        let now = Instant::now();
+        let (since, heard) = std::mem::replace(&mut self.busy_tick, (now, false));
+        let busy = heard || !self.pool.is_empty() || self.proposed == Some(self.node.current_slot());
+        if busy {
+            self.busy_clock += now.saturating_duration_since(since);
+        }
+    }
+
+    /// Nominates a fair batch of pending requests ([`pool::Pool::next_batch`]) if this
+    /// node has not yet proposed for the slot.
     ///
     /// Adaptive batching: a slot's value is its leader's batch, so proposing the moment the
     /// first request of a new burst arrives would decide a batch of one while the rest of
@@ -586,12 +718,23 @@ impl Server {
         if self.batch_wait().is_some() {
             return Ok(());
         }
+        let seed = self.slot_seed(slot);
+        let batch = self.pool.next_batch(&seed, wallet::MAX_BATCH_REQUESTS, wallet::MAX_BATCH_BYTES);
+        if batch.is_empty() {
+            return Ok(()); // nothing fits a batch (cannot happen with the wallet's caps)
+        }
         self.proposed = Some(slot);
         self.filling_since = None;
-        // The pool is ordered by (client, seq), as a batch is: its head is the next batch.
-        let head = self.pool.values().take(wallet::MAX_BATCH_REQUESTS).map(|(r, _)| r.clone()).collect();
-        let batch = Batch::new(head);
         self.step(Input::Propose(Value::new(batch.encode()))).map(drop)
+    }
+
+    /// What orders the proposal for `slot` ([`pool::Pool::next_batch`]): the previous
+    /// ledger hash and the slot, the same on every node and unknown before the previous
+    /// slot is decided.
+    fn slot_seed(&self, slot: SlotIndex) -> Vec<u8> {
+        let mut seed = self.ledger.last_hash().to_vec();
+        seed.extend_from_slice(&slot.to_be_bytes());
+        seed
     }
 
     /// How much longer to let the pool fill before proposing, if at all.
@@ -724,12 +867,12 @@ impl Server {
             ));
         }
         for reply in replies {
-            if let Some((addr, format)) = self.waiting.remove(&(reply.client, reply.seq)) {
+            if let Some((addr, format)) = self.waiting.remove(&(reply.client, reply.session, reply.seq)) {
                 self.replies.push((addr, format, reply));
             }
         }
         let wallet = &self.wallet;
-        self.pool.retain(|_, (request, _)| wallet.admission(request).is_new());
+        self.pool.retain_new(|request| wallet.admission(request).is_new());
         Ok(changed)
     }
 

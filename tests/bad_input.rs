@@ -106,6 +106,6 @@ fn bad_client_commands_and_silent_nodes_fail_clearly() {
     client()
         .args([&port, "--attempts", "2", "--timeout-ms", "100", "get", "foo"])
         .assert()
-        .code(1)
+        .code(3)
         .stderr(predicate::str::contains("no answer").and(predicate::str::contains("after 2 attempts")));
 }

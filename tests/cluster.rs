@@ -66,7 +66,7 @@ fn withdrawals_below_zero_are_refused_by_every_node_alike() {
         .client(2)
         .args(["withdraw", "alice", "$10.01"])
         .assert()
-        .code(2)
+        .code(1)
         .stdout(predicate::str::contains("insufficient funds"));
     cluster
         .client(3)
@@ -90,7 +90,7 @@ fn withdrawals_below_zero_are_refused_by_every_node_alike() {
         .client(0)
         .args(["get", "bob"])
         .assert()
-        .code(2)
+        .code(1)
         .stdout(predicate::str::contains("no such wallet"));
     cluster.wait_dbs(&[0, 1, 2, 3], r#"{"alice": "$0"}"#);
     for i in 0..4 {

@@ -398,7 +398,7 @@ fn a_full_disk_stops_the_node_before_it_acknowledges_and_the_others_go_on() {
         .args(["--attempts", "6", "--timeout-ms", "250", "--file"])
         .arg(&script)
         .assert()
-        .code(1);
+        .code(3);
     let out = assert.get_output();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let port = cluster.ports[0];

@@ -10,6 +10,15 @@
 //! second rule matters), and the hash chains from the node's own last entry. The node asks
 //! again until it has every slot its peers have, then tells the SCP core to carry on from
 //! there.
+//!
+//! **Bounds.** A 30-byte request buys an answer of up to 40 kB, so answers are rationed per
+//! peer by a token bucket ([`Limiter`]: a burst of [`SERVE_BURST`], then one per
+//! [`SERVE_EVERY`]); requests over the limit are dropped and counted. Offers are kept only
+//! from peers this node asked, only for the slots it asked them for (from the request's
+//! `from`, at most [`MAX_OFFER_SLOTS`] of them, which is also the most an answer carries),
+//! and only up to [`MAX_OFFER_REQUESTS`] requests per peer (a few answers' worth): an
+//! unsolicited offer costs nothing but its decoding, and a lying peer's offers at most
+//! a few hundred kilobytes.
 
 use super::{Server, ServerError};
 use crate::hash::{hex, unhex, Digest};
@@ -23,8 +32,16 @@ use std::time::{Duration, Instant};
 
 /// Bytes of ledger entries per answer (a datagram holds 60,000).
 const CHUNK_BYTES: usize = 40_000;
-/// Offers are kept for at most this many slots beyond the ledger (bounded memory).
-const MAX_OFFER_SLOTS: u64 = 4096;
+/// Offers are kept for at most this many slots from the one asked for, and an answer
+/// carries at most this many entries (a full chunk of one-request slots).
+const MAX_OFFER_SLOTS: u64 = 256;
+/// Most requests (over all slots) kept from one peer's offers: memory is bounded by
+/// peers x this x the size of a request (at most about a kilobyte).
+const MAX_OFFER_REQUESTS: usize = 4 * crate::wallet::MAX_BATCH_REQUESTS;
+/// Catch-up answers a peer may get at once, before the rate limit applies.
+const SERVE_BURST: u32 = 4;
+/// After a burst, a peer gets one catch-up answer per this interval.
+const SERVE_EVERY: Duration = Duration::from_millis(100);
 /// Least time between two requests while behind.
 const REQUEST_INTERVAL: Duration = Duration::from_millis(200);
 /// SCP itself finishes slots a node is only a little behind on; ledger catch-up starts
@@ -49,6 +66,14 @@ pub(super) struct CatchUp {
     progress: Option<(Instant, u64)>,
     /// When we last probed every peer.
     last_probe: Option<Instant>,
+    /// The first slot we last asked each peer for: its offers count from there.
+    asked: BTreeMap<NodeId, u64>,
+    /// Peers whose offered entries were applied, not yet reported to the caller.
+    helped: Vec<NodeId>,
+    /// Each peer's allowance of catch-up answers.
+    serving: BTreeMap<NodeId, Limiter>,
+    /// Catch-up requests dropped over the rate limit, since start.
+    refused: u64,
 }
 
 impl CatchUp {
@@ -56,6 +81,49 @@ impl CatchUp {
     pub fn saw(&mut self, peer: NodeId, slot: u64) {
         let e = self.peer_ahead.entry(peer).or_insert(0);
         *e = (*e).max(slot);
+    }
+
+    /// How many requests the offers kept from `peer` hold.
+    fn requests_offered_by(&self, peer: NodeId) -> usize {
+        self.offers.values().filter_map(|by_peer| by_peer.get(&peer)).map(|(_, batch)| batch.len()).sum()
+    }
+}
+
+/// A token bucket: up to `burst` events at once, then one per `every`. Pure (the time is
+/// passed in), so it is tested without sleeping.
+#[derive(Clone, Debug)]
+pub(super) struct Limiter {
+    tokens: u32,
+    burst: u32,
+    every: Duration,
+    /// The time the tokens were last counted up to.
+    refilled: Instant,
+}
+
+impl Limiter {
+    /// A full bucket.
+    pub(super) fn new(burst: u32, every: Duration, now: Instant) -> Limiter {
+        Limiter { tokens: burst, burst, every, refilled: now }
+    }
+
+    /// Whether one more event is allowed at `now` (it takes a token if so).
+    pub(super) fn allow(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        let allowed = self.tokens > 0;
+        self.tokens = self.tokens.saturating_sub(1);
+        allowed
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled);
+        let earned = elapsed.as_nanos() / self.every.as_nanos().max(1);
+        let room = u128::from(self.burst - self.tokens.min(self.burst));
+        if earned >= room {
+            (self.tokens, self.refilled) = (self.burst, now);
+        } else if let Ok(earned) = u32::try_from(earned) {
+            self.tokens += earned;
+            self.refilled += self.every * earned;
+        }
     }
 }
 
@@ -87,12 +155,25 @@ impl Server {
             if force || behind.is_empty() { self.config.peers.keys().copied().collect() } else { behind };
         self.log.verbose(format_args!("catch-up: asking {} peers for slots from {next}", targets.len()));
         for peer in targets {
+            self.catchup.asked.insert(peer, next);
             self.send_peer(peer, &bytes);
         }
     }
 
-    /// A peer asks for our ledger from `from`.
+    /// A peer asks for our ledger from `from`: answer it, within its rate limit.
     pub(super) fn serve_catchup(&mut self, peer: NodeId, from: u64) {
+        let now = Instant::now();
+        let limiter =
+            self.catchup.serving.entry(peer).or_insert_with(|| Limiter::new(SERVE_BURST, SERVE_EVERY, now));
+        if !limiter.allow(now) {
+            self.catchup.refused += 1;
+            let addr = self.config.peers.get(&peer).copied().unwrap_or(self.config.bind);
+            let refused = self.catchup.refused;
+            let reason =
+                format_args!("catch-up request from peer {peer} over its rate limit ({refused} refused)");
+            self.log.dropped("catch-up rate", addr, reason);
+            return;
+        }
         let entries = if from == 0 || from > self.ledger.len() {
             Vec::new()
         } else {
@@ -106,26 +187,37 @@ impl Server {
         };
         let entries = entries
             .into_iter()
+            .take(MAX_OFFER_SLOTS as usize)
             .map(|Entry { slot, batch, hash }| LedgerEntry { slot, hash: hex(&hash), batch })
             .collect();
         let message = Message::Ledger { last: self.ledger.len(), entries };
         self.send_peer(peer, &net::encode(&message));
     }
 
-    /// A peer's ledger entries: record them, apply those enough peers vouch for.
+    /// A peer's ledger entries: keep those for slots we asked it for, apply those enough
+    /// peers vouch for. Returns the peers whose offered entries were applied (they helped).
     pub(super) fn on_ledger_offer(
         &mut self,
         peer: NodeId,
         last: u64,
         entries: Vec<LedgerEntry>,
-    ) -> Result<(), ServerError> {
+    ) -> Result<Vec<NodeId>, ServerError> {
         self.catchup.saw(peer, last);
-        let base = self.ledger.len();
-        for entry in entries {
+        let Some(&asked) = self.catchup.asked.get(&peer) else { return Ok(Vec::new()) };
+        let wanted = asked.max(self.ledger.len() + 1)..asked.saturating_add(MAX_OFFER_SLOTS);
+        let mut held = self.catchup.requests_offered_by(peer);
+        let mut kept = 0;
+        for entry in entries.into_iter().filter(|e| wanted.contains(&e.slot)) {
             let Some(hash) = unhex(&entry.hash).and_then(|h| Digest::try_from(h).ok()) else { continue };
-            if entry.slot > base && entry.slot <= base + MAX_OFFER_SLOTS {
-                self.catchup.offers.entry(entry.slot).or_default().insert(peer, (hash, entry.batch));
+            held += entry.batch.len();
+            if held > MAX_OFFER_REQUESTS {
+                break;
             }
+            self.catchup.offers.entry(entry.slot).or_default().insert(peer, (hash, entry.batch));
+            kept += 1;
+        }
+        if kept == 0 {
+            return Ok(Vec::new());
         }
         let applied = self.apply_agreed_offers()?;
         if applied > 0 {
@@ -138,7 +230,7 @@ impl Server {
             // answer that moved us on does this, so duplicates cannot multiply requests).
             self.request_catchup_if_behind(false);
         }
-        Ok(())
+        Ok(std::mem::take(&mut self.catchup.helped))
     }
 
     /// Every [`PROBE_INTERVAL`], asks every peer for the ledger from our next slot; the
@@ -148,8 +240,11 @@ impl Server {
             return;
         }
         self.catchup.last_probe = Some(Instant::now());
-        let bytes = net::encode(&Message::CatchUp { from: self.ledger.len() + 1 });
-        self.broadcast(&bytes);
+        let from = self.ledger.len() + 1;
+        for peer in self.config.peers.keys() {
+            self.catchup.asked.insert(*peer, from);
+        }
+        self.broadcast(&net::encode(&Message::CatchUp { from }));
     }
 
     /// Applies, in order, every next entry vouched for (see [`agreed_batch`]) with one hash
@@ -162,9 +257,12 @@ impl Server {
             self.catchup.offers.retain(|s, _| *s >= slot);
             let Some(offers) = self.catchup.offers.get(&slot) else { break };
             let Some(batch) = self.agreed(slot, offers) else { break };
-            self.catchup.offers.remove(&slot);
+            let offers = self.catchup.offers.remove(&slot).unwrap_or_default();
             changed |= self.apply_decided(slot, &batch)?;
             applied += 1;
+            let hash = self.ledger.last_hash();
+            let helpers = offers.into_iter().filter(|(_, (h, _))| *h == hash).map(|(peer, _)| peer);
+            self.catchup.helped.extend(helpers);
         }
         if changed {
             self.save_db()?;
@@ -221,6 +319,32 @@ mod tests {
 
     fn agreed(me: u64, qset: &QuorumSet, offers: &BTreeMap<NodeId, (Digest, Batch)>) -> Option<Batch> {
         agreed_batch(NodeId(me), qset, &[0; 32], 1, offers)
+    }
+
+    #[test]
+    fn the_limiter_allows_a_burst_then_one_per_interval() {
+        let start = Instant::now();
+        let ms = |n| start + Duration::from_millis(n);
+        let mut limiter = Limiter::new(3, Duration::from_millis(100), start);
+        assert!((0..3).all(|_| limiter.allow(start)), "the burst");
+        assert!(!limiter.allow(start) && !limiter.allow(ms(99)));
+        assert!(limiter.allow(ms(100)) && !limiter.allow(ms(150)) && limiter.allow(ms(200)));
+        // A long pause refills the bucket only up to the burst.
+        assert!((0..3).all(|_| limiter.allow(ms(10_000))));
+        assert!(!limiter.allow(ms(10_000)));
+        // Part of an interval is not lost: 250 ms earn two answers and half a third.
+        assert!(limiter.allow(ms(10_250)) && limiter.allow(ms(10_250)) && !limiter.allow(ms(10_250)));
+        assert!(limiter.allow(ms(10_300)));
+        // A clock that seems to go back earns nothing and breaks nothing.
+        assert!(!limiter.allow(start));
+    }
+
+    #[test]
+    fn a_peer_asking_a_thousand_times_a_second_gets_the_sustained_rate() {
+        let start = Instant::now();
+        let mut limiter = Limiter::new(SERVE_BURST, SERVE_EVERY, start);
+        let answered = (0..10_000).filter(|i| limiter.allow(start + Duration::from_millis(*i))).count();
+        assert_eq!(answered, SERVE_BURST as usize + 99, "a burst, then 10 a second for 9.9 s");
     }
 
     #[test]

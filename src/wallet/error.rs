@@ -42,7 +42,7 @@ pub enum WalletError {
         /// The rule it breaks.
         problem: BatchProblem,
     },
-    /// The same wallet name twice when building a [`Wallet`] from entries.
+    /// The same wallet name twice when building a [`Wallet`](super::Wallet) from entries.
     DuplicateKey {
         /// The repeated name.
         key: String,
@@ -64,7 +64,7 @@ pub enum AmountProblem {
     TooLarge,
 }
 
-/// Why text is not a [`Key`].
+/// Why text is not a [`Key`](super::Key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyProblem {
     /// No characters.
@@ -82,7 +82,7 @@ pub enum KeyProblem {
     SurroundingWhitespace,
 }
 
-/// Which rule a decoded [`Batch`] breaks.
+/// Which rule a decoded [`Batch`](super::Batch) breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BatchProblem {
     /// The encoding is longer than [`MAX_BATCH_BYTES`].
@@ -98,7 +98,7 @@ pub enum BatchProblem {
     /// Requests not in strictly increasing `(client, session, seq)` order (unsorted or
     /// repeated).
     NotSorted,
-    /// Valid JSON, but not byte for byte what [`Batch::encode`] writes.
+    /// Valid JSON, but not byte for byte what [`Batch::encode`](super::Batch::encode) writes.
     NotCanonical,
 }
 

@@ -160,6 +160,27 @@ impl Wallet {
         }
     }
 
+    /// [`Wallet::admission`] as a node deciding whether to *pool* a request sees it: a
+    /// session id this replica has not issued yet (ids are the register's position among
+    /// applied requests, so it is above [`Wallet::applied`]) was issued by replicas that are
+    /// ahead of this one, so the request is pooled rather than refused; the decision at
+    /// apply time, identical everywhere, is still [`Wallet::admission`]'s.
+    pub fn pool_admission(&self, request: &Request) -> Admission {
+        match self.admission(request) {
+            Admission::Refuse(reply)
+                if matches!(reply.outcome, Outcome::SessionExpired { session } if session > self.applied) =>
+            {
+                Admission::New
+            }
+            other => other,
+        }
+    }
+
+    /// How many requests this replica has applied (session ids are drawn from it).
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
     /// Applies one request exactly once (see the
     /// [module docs](crate::wallet#exactly-once-sessions)). A request carrying a
     /// signature is trusted to have been verified (see [`Request::signer`]).
@@ -319,6 +340,22 @@ fn admission_by_seq(request: &Request, session: &Session) -> Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_behind_pools_requests_of_sessions_it_has_not_seen_yet() {
+        let mut ahead = Wallet::new();
+        let behind = ahead.clone();
+        let session = ahead.register(7, 1);
+        let request = Request::new(7, 1, Op::Get { key: Key::new("x").expect("key") }).with_session(session);
+        assert!(matches!(behind.admission(&request), Admission::Refuse(_)), "apply-time rule unchanged");
+        assert!(behind.pool_admission(&request).is_new(), "pooled by a replica that is behind");
+        // An old session that this replica did issue and then forgot stays refused.
+        let mut evicting = Wallet::with_session_limit(1);
+        let old = evicting.register(1, 1);
+        evicting.register(2, 1);
+        let stale = Request::new(1, 1, Op::Get { key: Key::new("x").expect("key") }).with_session(old);
+        assert!(matches!(evicting.pool_admission(&stale), Admission::Refuse(_)));
+    }
     use crate::wallet::testing::*;
     use crate::wallet::{parse_text_list, Batch, ClientKey};
 

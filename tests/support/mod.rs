@@ -174,10 +174,31 @@ impl Cluster {
     }
 
     /// A client command aimed at node `i`.
+    /// `fba_client <port of node i>`, keeping its state files in the cluster's directory
+    /// (never in the real home).
     pub fn client(&self, i: usize) -> assert_cmd::Command {
         let mut cmd = assert_cmd::Command::new(client_bin());
-        cmd.arg(self.ports[i].to_string()).timeout(DEADLINE);
+        cmd.arg(self.ports[i].to_string()).env("FBA_CLIENT_HOME", self.dir.path().join("client-home"));
+        if self.keyed {
+            cmd.arg("--key").arg(self.client_key());
+        }
+        cmd.timeout(DEADLINE);
         cmd
+    }
+
+    /// The client key of a keyed cluster (made by `fba_client keygen` on first use).
+    pub fn client_key(&self) -> PathBuf {
+        let key = self.dir.path().join("client.key");
+        if !key.exists() {
+            let out = Command::new(client_bin())
+                .args(["keygen", "--out"])
+                .arg(&key)
+                .env("FBA_CLIENT_HOME", self.dir.path().join("client-home"))
+                .output()
+                .expect("fba_client keygen runs");
+            assert!(out.status.success(), "client keygen: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        key
     }
 
     /// The process id of node `i`, if it runs.
@@ -427,5 +448,54 @@ impl Cluster {
             "--ballot-timeout-ms".into(),
             ballot_ms.to_string(),
         ];
+    }
+}
+
+// ----- Additions for the Byzantine, churn and linearizability tests (they change no helper
+// above) -------------------------------------------------------------------------------------
+
+impl Cluster {
+    /// Peak resident set size of node `i` in KiB (`VmHWM`, Linux), if it runs.
+    pub fn peak_rss_kb(&self, i: usize) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid(i)?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Sends signal `signal` (e.g. `STOP`, `CONT`) to node `i`; panics if it does not run.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.pid(i).expect("the node runs").to_string();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(&pid).status().expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+}
+
+/// The entries of a ledger file's text: (slot, batch) per line, in order. Panics on a line
+/// that is not an entry (the ledger of a running node has no torn tail once it is quiet).
+pub fn ledger_entries(content: &str) -> Vec<(u64, fba::wallet::Batch)> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        slot: u64,
+        batch: fba::wallet::Batch,
+    }
+    content
+        .lines()
+        .map(|line| {
+            let entry: Line =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not a ledger entry ({e}): {line}"));
+            (entry.slot, entry.batch)
+        })
+        .collect()
+}
+
+// ----- Additions for the client tests (they change no helper above) ------------------------
+
+impl Cluster {
+    /// A client command aimed at node `i` whose keys and state live in `home`
+    /// (`FBA_CLIENT_HOME`), so that nothing touches the real home directory.
+    pub fn client_in(&self, i: usize, home: &Path) -> assert_cmd::Command {
+        let mut cmd = self.client(i);
+        cmd.env("FBA_CLIENT_HOME", home);
+        cmd
     }
 }

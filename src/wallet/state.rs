@@ -167,9 +167,7 @@ impl Wallet {
     /// apply time, identical everywhere, is still [`Wallet::admission`]'s.
     pub fn pool_admission(&self, request: &Request) -> Admission {
         match self.admission(request) {
-            Admission::Refuse(reply)
-                if matches!(reply.outcome, Outcome::SessionExpired { session } if session > self.applied) =>
-            {
+            Admission::Refuse(reply) if matches!(reply.outcome, Outcome::SessionExpired { session } if session > self.applied) => {
                 Admission::New
             }
             other => other,

@@ -15,10 +15,11 @@
 //! is busy is asked again after a longer wait.
 //!
 //! [`keyfile`] reads and writes client keys, [`state`] the state that lets `fba_client`
-//! resend a request whose outcome was unknown.
+//! resend a request whose outcome was unknown, and [`status`] asks nodes how they are.
 
 pub mod keyfile;
 pub mod state;
+pub mod status;
 
 use crate::net::{self, Datagram, Message};
 use crate::quorum::NodeId;
@@ -455,6 +456,14 @@ fn classify(bytes: &[u8], request: &Request) -> Option<Answer> {
             reply.answers(request).then_some(Answer::Reply(node, reply))
         }
         Ok(Datagram::Json(Message::Error { node, error })) => Some(classify_error(node, error)),
+        Ok(Datagram::Json(Message::Unavailable { node, peers_heard, needed })) => {
+            Some(Answer::Failed(ClientError::Unavailable {
+                node,
+                peers_heard: Some(peers_heard),
+                needed: Some(needed),
+                detail: String::new(),
+            }))
+        }
         _ => unavailable_message(bytes).map(Answer::Failed),
     }
 }

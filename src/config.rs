@@ -20,6 +20,7 @@
 
 use crate::hash::sha256;
 use crate::keys::KeyFile;
+use crate::logging::LogFormat;
 use crate::quorum::intersection::{self, Intersection};
 use crate::quorum::{NodeId, QuorumSet, QuorumSetError};
 use crate::scp::Timeouts;
@@ -46,8 +47,9 @@ pub const ASSIGNMENT_PORTS: [u16; 4] = [3000, 3001, 3002, 3003];
 )]
 pub struct ServerArgs {
     /// UDP port to listen on; also names the database files (with --key-file it must be the
-    /// port of this node's address in the file).
-    pub port: u16,
+    /// port of this node's address in the file). May come from --config instead.
+    #[arg(required_unless_present = "config")]
+    pub port: Option<u16>,
     /// Address to bind (default: 127.0.0.1, or with --key-file the IP of this node's address
     /// in it). Without --key-file only loopback addresses are allowed.
     #[arg(long)]
@@ -87,24 +89,47 @@ pub struct ServerArgs {
     /// Interval at which undecided slots' statements are sent again, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub rebroadcast_ms: u64,
-    /// Print only errors and the database after each change (no protocol messages).
+    /// Print only warnings, errors and operator events (one summary per decided slot,
+    /// quorum, peers, catch-up): no protocol trace.
     #[arg(short, long)]
     pub quiet: bool,
     /// Also print rejected statements and other diagnostics.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
+    /// Log line format: `text` (`2026-01-01T00:00:00.000Z INFO [3000] ...`) or `json` (one
+    /// object per line with ts, level, node and msg).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Serve Prometheus metrics (`GET /metrics`) and a health check (`GET /health`: 200
+    /// while the node hears a quorum, else 503) over HTTP on this address, e.g.
+    /// 127.0.0.1:9100.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Print all database entries after each change while there are at most this many
+    /// wallets; beyond that only the entries a slot changed.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PRINT_ENTRIES_MAX)]
+    pub print_entries_max: usize,
+    /// JSON file holding any of these options by their long names (`{"port": 3000,
+    /// "peers": ["127.0.0.1:3001"], "threshold": 3, "data_dir": "d", "quiet": true}`);
+    /// options on the command line override it; relative paths in it are relative to it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Check this node's ledger (hash chain, order, batches) and database against each
     /// other, print the result and exit (0 when they agree).
     #[arg(long)]
     pub verify: bool,
 }
 
+/// How many wallets a node prints in full after each change (`--print-entries-max`).
+pub const DEFAULT_PRINT_ENTRIES_MAX: usize = 100;
+
 /// How much the node prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
-    /// Errors and database contents only.
+    /// Errors, warnings and operator events (slot summaries, quorum, peers, catch-up).
     Quiet,
-    /// Also every SCP message sent and received.
+    /// Also the protocol trace: every SCP message sent and received, each decision, the
+    /// database entries.
     Normal,
     /// Also rejections and diagnostics.
     Verbose,
@@ -129,6 +154,12 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// How much to print.
     pub verbosity: Verbosity,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// Where to serve metrics over HTTP, if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// Most wallets printed in full after each change.
+    pub print_entries_max: usize,
     /// Peer authentication keys (`--key-file`); `None` in development mode.
     pub keys: Option<crate::auth::NetworkKeys>,
     /// Complete lines to print at start-up (such as an unsafe quorum allowed by
@@ -307,6 +338,17 @@ pub enum ConfigError {
     NoQuorum,
     /// A timeout of zero.
     ZeroTimeout(&'static str),
+    /// No port, neither on the command line nor in the `--config` file.
+    NoPort,
+    /// The `--config` file could not be read.
+    ConfigFileUnreadable(PathBuf, std::io::Error),
+    /// The `--config` file is not a JSON object of known options.
+    ConfigFile {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -368,6 +410,13 @@ impl fmt::Display for ConfigError {
                 write!(f, "the quorum set admits no quorum: the network could never decide")
             }
             ConfigError::ZeroTimeout(name) => write!(f, "--{name} must be above 0"),
+            ConfigError::NoPort => write!(f, "no port: give one on the command line or in the --config file"),
+            ConfigError::ConfigFileUnreadable(p, e) => {
+                write!(f, "cannot read config file {}: {e}", p.display())
+            }
+            ConfigError::ConfigFile { file, problem } => {
+                write!(f, "config file {}: {problem}", file.display())
+            }
         }
     }
 }
@@ -522,6 +571,7 @@ type Nodes = (NodeId, SocketAddr, BTreeMap<NodeId, SocketAddr>);
 impl ServerArgs {
     /// Validates the arguments into a configuration.
     pub fn into_config(self) -> Result<ServerConfig, ConfigError> {
+        let port = self.port.ok_or(ConfigError::NoPort)?;
         let key_file = match &self.key_file {
             Some(path) => Some((path.as_path(), KeyFile::load(path).map_err(ConfigError::KeyFile)?)),
             None => None,
@@ -539,7 +589,7 @@ impl ServerArgs {
         Ok(ServerConfig {
             id,
             bind,
-            port: self.port,
+            port,
             peers,
             quorum_set,
             data_dir: self.data_dir.clone(),
@@ -551,12 +601,20 @@ impl ServerArgs {
             },
             keys: key_file.map(|(_, file)| file.network_keys()),
             warnings,
+            log_format: self.log_format,
+            metrics: self.metrics,
+            print_entries_max: self.print_entries_max,
         })
+    }
+
+    /// The port ([`ServerArgs::into_config`] checks first that there is one).
+    fn port(&self) -> u16 {
+        self.port.unwrap_or(0)
     }
 
     /// Development mode: loopback only, ids given or derived.
     fn development_nodes(&self) -> Result<Nodes, ConfigError> {
-        let bind = SocketAddr::new(self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), self.port);
+        let bind = SocketAddr::new(self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), self.port());
         let peers = if self.peers.is_empty() {
             let defaults = ASSIGNMENT_PORTS.iter().map(|&p| SocketAddr::new(bind.ip(), p));
             defaults
@@ -619,13 +677,13 @@ impl ServerArgs {
             return Err(ConfigError::KeyFileId { file: path.to_path_buf(), given, expected: me });
         }
         let own_spec = NodeSpec { id: Some(me), address: file.address.clone() };
-        if own_spec.port() != self.port {
+        if own_spec.port() != self.port() {
             let (file, address) = (path.to_path_buf(), file.address.clone());
-            return Err(ConfigError::KeyFilePort { file, port: self.port, address });
+            return Err(ConfigError::KeyFilePort { file, port: self.port(), address });
         }
         let family = self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let own_addr = Peer::resolve(own_spec, family)?.addr;
-        let bind = SocketAddr::new(self.bind.unwrap_or(own_addr.ip()), self.port);
+        let bind = SocketAddr::new(self.bind.unwrap_or(own_addr.ip()), self.port());
         let file_peers = file
             .peers()
             .map(|n| Peer::resolve(NodeSpec { id: Some(n.id), address: n.address.clone() }, bind.ip()))
@@ -669,6 +727,106 @@ impl ServerArgs {
             rebroadcast: ms(self.rebroadcast_ms, "rebroadcast-ms")?,
         })
     }
+}
+
+/// The keys of a `--config` file: each option by its long name with `_` for `-` (as clap
+/// knows the argument), and `peers` for `--peer`.
+const FILE_KEYS: [&str; 17] = [
+    "port",
+    "bind",
+    "id",
+    "peers",
+    "key_file",
+    "threshold",
+    "quorum_file",
+    "unsafe_quorum",
+    "data_dir",
+    "nomination_timeout_ms",
+    "ballot_timeout_ms",
+    "rebroadcast_ms",
+    "quiet",
+    "verbose",
+    "log_format",
+    "metrics",
+    "print_entries_max",
+];
+
+impl ServerArgs {
+    /// Fills in, from the `--config` file if one was given, every option the command line
+    /// (`matches`, from which `self` was parsed) left out. Unknown keys and values of the
+    /// wrong type are errors naming them.
+    pub fn merge_config_file(mut self, matches: &clap::ArgMatches) -> Result<ServerArgs, ConfigError> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| ConfigError::ConfigFileUnreadable(path.clone(), e))?;
+        let problem = |problem: String| ConfigError::ConfigFile { file: path.clone(), problem };
+        let object = match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Object(object)) => object,
+            Ok(_) => return Err(problem("not a JSON object".into())),
+            Err(e) => return Err(problem(format!("not JSON: {e}"))),
+        };
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let on_command_line =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        let verbosity_given = on_command_line("quiet") || on_command_line("verbose");
+        for (key, value) in object {
+            let id = file_key_id(&key).ok_or_else(|| problem(unknown_key(&key)))?;
+            let given = if id == "quiet" || id == "verbose" { verbosity_given } else { on_command_line(id) };
+            if !given {
+                self.set_from_file(id, value, &base).map_err(|e| problem(format!("{key}: {e}")))?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// Sets option `id` from a config file's `value`; relative paths are taken from `base`.
+    fn set_from_file(&mut self, id: &str, value: serde_json::Value, base: &Path) -> Result<(), String> {
+        let path = |v: serde_json::Value| from_json::<PathBuf>(v).map(|p| base.join(p));
+        match id {
+            "port" => self.port = Some(from_json(value)?),
+            "bind" => self.bind = Some(from_json(value)?),
+            "id" => self.id = Some(from_json(value)?),
+            "peers" => self.peers = from_json(value)?,
+            "key_file" => self.key_file = Some(path(value)?),
+            "threshold" => self.threshold = Some(from_json(value)?),
+            "quorum_file" => self.quorum_file = Some(path(value)?),
+            "unsafe_quorum" => self.unsafe_quorum = from_json(value)?,
+            "data_dir" => self.data_dir = path(value)?,
+            "nomination_timeout_ms" => self.nomination_timeout_ms = from_json(value)?,
+            "ballot_timeout_ms" => self.ballot_timeout_ms = from_json(value)?,
+            "rebroadcast_ms" => self.rebroadcast_ms = from_json(value)?,
+            "quiet" => self.quiet = from_json(value)?,
+            "verbose" => self.verbose = from_json(value)?,
+            "log_format" => {
+                let name: String = from_json(value)?;
+                self.log_format = clap::ValueEnum::from_str(&name, true)
+                    .map_err(|_| format!("{name:?} is not a log format (text or json)"))?;
+            }
+            "metrics" => self.metrics = Some(from_json(value)?),
+            "print_entries_max" => self.print_entries_max = from_json(value)?,
+            _ => return Err(unknown_key(id)),
+        }
+        Ok(())
+    }
+}
+
+/// The argument id of a config file key (`data_dir` or `data-dir`), if it is one.
+fn file_key_id(key: &str) -> Option<&'static str> {
+    let key = key.replace('-', "_");
+    match key.as_str() {
+        "peer" => Some("peers"),
+        _ => FILE_KEYS.iter().copied().find(|id| *id == key),
+    }
+}
+
+/// `unknown key "x" (known: port, bind, ...)`.
+fn unknown_key(key: &str) -> String {
+    format!("unknown key {key:?} (known: {})", FILE_KEYS.join(", "))
+}
+
+/// A config file value as a `T`.
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 /// Checks that the `--peer` entries are exactly the key file's other nodes: same
@@ -796,6 +954,61 @@ mod tests {
         let nodes: Vec<KeygenNode> = nodes.iter().map(|n| KeygenNode::parse(n).expect("node")).collect();
         let paths = write_key_files(&dir.0.join("keys"), &generate(&nodes).expect("keys")).expect("written");
         paths.iter().map(|p| p.to_str().expect("utf8").to_string()).collect()
+    }
+
+    /// Parses `argv` and merges its `--config` file, as `fba_server` does.
+    fn with_file(argv: &[&str]) -> Result<ServerArgs, ConfigError> {
+        use clap::{CommandFactory, FromArgMatches};
+        let argv = std::iter::once("fba_server").chain(argv.iter().copied());
+        let matches = ServerArgs::command().try_get_matches_from(argv).expect("clap accepts");
+        ServerArgs::from_arg_matches(&matches).expect("arguments").merge_config_file(&matches)
+    }
+
+    #[test]
+    fn a_config_file_holds_the_flags_and_the_command_line_overrides_it() {
+        let dir = Temp::new("file");
+        let file = dir.file(
+            "node.json",
+            r#"{"port": 4000, "peers": ["127.0.0.1:4001", "127.0.0.1:4002"], "threshold": 2,
+                "data_dir": "d", "metrics": "127.0.0.1:9100", "quiet": true, "log-format": "json",
+                "print_entries_max": 5, "nomination_timeout_ms": 70}"#,
+        );
+        let c = with_file(&["--config", &file]).expect("valid").into_config().expect("config");
+        assert_eq!((c.port, c.quorum_set.threshold, ids(&c)), (4000, 2, vec![4001, 4002]));
+        assert_eq!(c.data_dir, dir.0.join("d"), "relative to the file");
+        assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().expect("addr")));
+        assert_eq!((c.verbosity, c.log_format, c.print_entries_max), (Verbosity::Quiet, LogFormat::Json, 5));
+        assert_eq!(c.timeouts.nomination_initial, Duration::from_millis(70));
+        let argv = ["4009", "--config", &file, "--threshold", "3", "--verbose", "--data-dir", "/x"];
+        let c = with_file(&argv).expect("valid").into_config().expect("config");
+        assert_eq!((c.port, c.quorum_set.threshold, c.verbosity), (4009, 3, Verbosity::Verbose));
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(ids(&c), [4001, 4002], "what the command line leaves out still comes from the file");
+    }
+
+    #[test]
+    fn bad_config_files_are_named() {
+        let dir = Temp::new("badfile");
+        let unknown = dir.file("unknown.json", r#"{"port": 4000, "treshold": 3}"#);
+        let e = with_file(&["--config", &unknown]).expect_err("unknown key");
+        assert!(e.to_string().contains(r#"unknown key "treshold""#), "{e}");
+        assert!(e.to_string().contains("unknown.json"), "{e}");
+        let wrong = dir.file("wrong.json", r#"{"port": "four thousand"}"#);
+        assert!(with_file(&["--config", &wrong]).expect_err("bad value").to_string().contains("port: "));
+        let format = dir.file("format.json", r#"{"port": 4000, "log_format": "xml"}"#);
+        assert!(with_file(&["--config", &format]).is_err());
+        let list = dir.file("list.json", "[1, 2]");
+        assert!(with_file(&["--config", &list])
+            .expect_err("not an object")
+            .to_string()
+            .contains("not a JSON object"));
+        let missing = dir.0.join("none.json");
+        let e = with_file(&["--config", missing.to_str().expect("utf8")]).expect_err("unreadable");
+        assert!(matches!(e, ConfigError::ConfigFileUnreadable(..)), "{e}");
+        let portless = dir.file("portless.json", r#"{"quiet": true}"#);
+        let args = with_file(&["--config", &portless]).expect("parses");
+        assert!(matches!(args.into_config(), Err(ConfigError::NoPort)));
+        assert!(ServerArgs::try_parse_from(["fba_server"]).is_err(), "a port or --config is required");
     }
 
     #[test]

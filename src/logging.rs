@@ -29,8 +29,9 @@
 //!
 //! `println!` panics when the write fails, so `fba_server … | head -1` used to kill the node
 //! with a broken pipe as soon as `head` exited. Rust ignores `SIGPIPE` in its binaries, so
-//! the write returns `EPIPE` instead of killing the process; the logger writes each line with
-//! `writeln!`, and on a failed write to stdout remembers the failure, says so once on
+//! the write returns `EPIPE` instead of killing the process; the logger writes each line,
+//! newline included, with one `write_all` (so that lines of stdout and stderr sent to one
+//! file never mix), and on a failed write to stdout remembers the failure, says so once on
 //! stderr, and writes nothing more to stdout. Failed writes to stderr are counted and
 //! otherwise ignored. No log call can panic or return an error.
 //!
@@ -240,7 +241,9 @@ impl Logger {
             return;
         }
         debug_assert!(fields.iter().all(|(k, _)| !RESERVED_FIELDS.contains(k)), "reserved field name");
-        let line = self.format_line(SystemTime::now(), level, message, fields);
+        let mut line = self.format_line(SystemTime::now(), level, message, fields);
+        // One write per line, so lines of stdout and stderr sharing a file never mix.
+        line.push('\n');
         if level.to_stderr() {
             self.write_err(&line);
         } else {
@@ -292,15 +295,22 @@ impl Logger {
         );
     }
 
-    /// Quorum lost ([`Level::Warn`]) or regained ([`Level::Info`]); `heard` lists the peers
-    /// heard recently.
-    pub fn quorum_changed(&self, available: bool, heard: &[u64]) {
-        let fields = [("quorum", Value::from(available)), ("heard", Value::from(heard.to_vec()))];
-        let list = IdList(heard);
+    /// Quorum lost ([`Level::Warn`]) or regained ([`Level::Info`]): `heard` lists the
+    /// peers heard recently, out of `peers`; the node needs `needed` of them for a slice.
+    pub fn quorum_changed(&self, available: bool, heard: &[u64], peers: usize, needed: usize) {
+        let fields = [
+            ("quorum", Value::from(available)),
+            ("heard", Value::from(heard.to_vec())),
+            ("peers", Value::from(peers)),
+            ("needed", Value::from(needed)),
+        ];
+        let (n, list) = (heard.len(), IdList(heard));
         if available {
-            self.log_with(Level::Info, format_args!("quorum regained (hearing {list})"), &fields);
+            let line = format_args!("quorum regained (hearing {n} of {peers} peers: {list})");
+            self.log_with(Level::Info, line, &fields);
         } else {
-            self.log_with(Level::Warn, format_args!("quorum lost (hearing only {list})"), &fields);
+            let line = format_args!("quorum lost (hearing {n} of {peers} peers: {list}; need {needed})");
+            self.log_with(Level::Warn, line, &fields);
         }
     }
 
@@ -321,16 +331,16 @@ impl Logger {
     /// Catch-up progress at [`Level::Info`]: `done` of `total` slots applied (`0/N` when it
     /// starts, `N/N` when it finishes), from `peer`.
     pub fn catchup(&self, peer: u64, done: u64, total: u64) {
-        let what = match done {
-            0 => "started",
-            d if d >= total => "finished",
-            _ => "progress",
+        let (what, end) = match done {
+            0 => ("started", ""),
+            d if d >= total => ("finished", ", caught up"),
+            _ => ("progress", ""),
         };
         let fields =
             [("peer", Value::from(peer)), ("done", Value::from(done)), ("total", Value::from(total))];
         self.log_with(
             Level::Info,
-            format_args!("catch-up {what} from {peer}: {done}/{total} slots"),
+            format_args!("catch-up {what} from {peer}: {done}/{total} slots{end}"),
             &fields,
         );
     }
@@ -416,7 +426,7 @@ impl Logger {
         }
         let result = {
             let mut out = self.out.borrow_mut();
-            writeln!(out, "{line}").and_then(|()| out.flush())
+            out.write_all(line.as_bytes()).and_then(|()| out.flush())
         };
         if let Err(e) = result {
             self.out_failed.set(true);
@@ -430,7 +440,7 @@ impl Logger {
     fn write_err(&self, line: &str) {
         let result = {
             let mut err = self.err.borrow_mut();
-            writeln!(err, "{line}").and_then(|()| err.flush())
+            err.write_all(line.as_bytes()).and_then(|()| err.flush())
         };
         if result.is_err() {
             self.write_errors.set(self.write_errors.get() + 1);
@@ -661,8 +671,8 @@ mod tests {
     #[test]
     fn event_lines() {
         let (log, out, err) = logger(Verbosity::Quiet, LogFormat::Text);
-        log.quorum_changed(false, &[3001]);
-        log.quorum_changed(true, &[3001, 3002, 3003]);
+        log.quorum_changed(false, &[3001], 3, 2);
+        log.quorum_changed(true, &[3001, 3002, 3003], 3, 2);
         log.peers_silent(true, &[3002, 3003]);
         log.peers_silent(false, &[3002]);
         log.peers_silent(false, &[]);
@@ -670,14 +680,17 @@ mod tests {
             log.catchup(3001, done, 10);
         }
         let err = err.lines();
-        assert!(err[0].ends_with("WARN [3000] quorum lost (hearing only 3001)"), "{err:?}");
+        assert!(err[0].ends_with("WARN [3000] quorum lost (hearing 1 of 3 peers: 3001; need 2)"), "{err:?}");
         assert!(err[1].ends_with("WARN [3000] peers silent: 3002, 3003"), "{err:?}");
         let out = out.lines();
-        assert!(out[0].ends_with("INFO [3000] quorum regained (hearing 3001, 3002, 3003)"), "{out:?}");
+        assert!(
+            out[0].ends_with("INFO [3000] quorum regained (hearing 3 of 3 peers: 3001, 3002, 3003)"),
+            "{out:?}"
+        );
         assert!(out[1].ends_with("INFO [3000] peers back: 3002"), "{out:?}");
         assert!(out[2].ends_with("catch-up started from 3001: 0/10 slots"), "{out:?}");
         assert!(out[3].ends_with("catch-up progress from 3001: 4/10 slots"), "{out:?}");
-        assert!(out[4].ends_with("catch-up finished from 3001: 10/10 slots"), "{out:?}");
+        assert!(out[4].ends_with("catch-up finished from 3001: 10/10 slots, caught up"), "{out:?}");
         assert_eq!((err.len(), out.len()), (2, 5));
     }
 

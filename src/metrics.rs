@@ -227,8 +227,19 @@ pub const REQUEST_KINDS: &[&str] = &["json", "text"];
 /// Outcomes of an applied request (label `outcome`).
 pub const REQUEST_OUTCOMES: &[&str] = &["ok", "refused"];
 /// Reasons a datagram is dropped (label `reason`); the server's drop kinds.
-pub const DROP_REASONS: &[&str] =
-    &["malformed", "authentication", "non-peer", "impersonation", "unexpected", "bad request", "busy"];
+pub const DROP_REASONS: &[&str] = &[
+    "malformed",
+    "authentication",
+    "non-peer",
+    "impersonation",
+    "unexpected",
+    "bad request",
+    "busy",
+    "forged request",
+    "unsigned request",
+    "catch-up rate",
+    "status rate",
+];
 
 /// Everything a node counts, shared between the protocol thread and the HTTP thread.
 #[derive(Debug)]
@@ -239,6 +250,10 @@ pub struct Metrics {
     pub requests_applied: LabelledCounter,
     /// Replies sent to clients.
     pub replies_sent: Counter,
+    /// New requests answered `unavailable` (the node heard no quorum).
+    pub requests_unavailable: Counter,
+    /// Status requests received.
+    pub status_requests: Counter,
     /// Slots externalized (decided).
     pub slots_externalized: Counter,
     /// Seconds from a slot's first nomination to its externalize.
@@ -283,6 +298,8 @@ impl Metrics {
             requests_received: LabelledCounter::new("kind", REQUEST_KINDS),
             requests_applied: LabelledCounter::new("outcome", REQUEST_OUTCOMES),
             replies_sent: Counter::new(),
+            requests_unavailable: Counter::new(),
+            status_requests: Counter::new(),
             slots_externalized: Counter::new(),
             slot_latency: Histogram::new(SLOT_LATENCY_BOUNDS),
             ballot_counter: Histogram::new(BALLOT_COUNTER_BOUNDS),
@@ -349,6 +366,12 @@ impl Metrics {
             &self.requests_applied,
         );
         out.counter("fba_replies_sent_total", "Replies sent to clients.", &self.replies_sent);
+        out.counter(
+            "fba_requests_unavailable_total",
+            "New requests answered unavailable because the node heard no quorum.",
+            &self.requests_unavailable,
+        );
+        out.counter("fba_status_requests_total", "Status requests received.", &self.status_requests);
     }
 
     fn render_consensus(&self, out: &mut Exposition) {

@@ -75,6 +75,67 @@ pub enum Message {
         /// What was wrong.
         error: String,
     },
+    /// Node to client: the node does not hear a quorum slice, so it did not take the
+    /// request (nothing was applied); it hears `peers_heard` peers and needs `needed`.
+    Unavailable {
+        /// The replying node.
+        node: NodeId,
+        /// How many peers it heard from recently.
+        peers_heard: u64,
+        /// How many peers it needs (with itself) for one of its quorum slices.
+        needed: u64,
+    },
+    /// Client to node: "how are you?" (answered with [`Message::StatusReply`]).
+    Status {},
+    /// Node to client: the answer to [`Message::Status`].
+    StatusReply {
+        /// The node's state.
+        status: NodeStatus,
+    },
+}
+
+/// What a node says about itself in a [`Message::StatusReply`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub id: NodeId,
+    /// The address it is bound to.
+    pub address: String,
+    /// The `fba` version it runs.
+    pub version: String,
+    /// Milliseconds since it started.
+    pub uptime_ms: u64,
+    /// The last slot it externalized (its ledger's length).
+    pub slot: u64,
+    /// The chain hash of its last ledger entry, in hex (all zeros for an empty ledger).
+    pub ledger_hash: String,
+    /// Requests waiting in its pool.
+    pub pool: u64,
+    /// Requests it applied per second over the last few seconds.
+    pub requests_per_second: f64,
+    /// Whether it hears one of its quorum slices now.
+    pub quorum_available: bool,
+    /// How many peers it heard from recently.
+    pub peers_heard: u64,
+    /// How many peers it needs (with itself) for one of its quorum slices.
+    pub needed: u64,
+    /// Slots behind the highest slot a peer reported (0 when level or ahead).
+    pub lag: u64,
+    /// Its peers, by id.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer in a [`NodeStatus`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The peer's id.
+    pub id: NodeId,
+    /// Its address, as configured.
+    pub address: String,
+    /// Milliseconds since anything authenticated came from it (`null`: never).
+    pub last_heard_ms: Option<u64>,
+    /// The highest slot it reported having decided (`null`: none yet).
+    pub slot: Option<u64>,
 }
 
 /// One ledger entry on the wire: the slot, its chain hash (hex) and its batch.
@@ -134,6 +195,8 @@ pub enum DecodeError {
     NotPeerMessage,
     /// A signed client request whose signature does not verify.
     BadSignature(String),
+    /// A peer's ledger answers beyond its byte budget (see [`LedgerBudget`]).
+    OverBudget(NodeId),
 }
 
 impl fmt::Display for DecodeError {
@@ -146,6 +209,7 @@ impl fmt::Display for DecodeError {
             DecodeError::Auth(e) => write!(f, "authentication failed: {e}"),
             DecodeError::NotPeerMessage => write!(f, "sealed datagram does not carry a peer message"),
             DecodeError::BadSignature(e) => write!(f, "request signature refused: {e}"),
+            DecodeError::OverBudget(peer) => write!(f, "peer {peer} sends ledger answers beyond its budget"),
         }
     }
 }
@@ -171,11 +235,25 @@ pub fn decode(bytes: &[u8]) -> Result<Datagram, DecodeError> {
 
 /// Decodes one datagram, opening it first if it is sealed. Never panics, whatever the bytes.
 pub fn decode_with(bytes: &[u8], opener: Option<&mut Opener>) -> Result<Datagram, DecodeError> {
+    decode_limited(bytes, opener, None)
+}
+
+/// [`decode_with`], refusing ledger answers beyond a peer's [`LedgerBudget`] unparsed.
+pub fn decode_limited(
+    bytes: &[u8],
+    opener: Option<&mut Opener>,
+    budget: Option<&mut LedgerBudget>,
+) -> Result<Datagram, DecodeError> {
     if !auth::is_sealed(bytes) {
         return decode(bytes);
     }
     let opener = opener.ok_or(DecodeError::Auth(AuthError::NoKeys))?;
     let (peer, payload) = opener.open(bytes).map_err(DecodeError::Auth)?;
+    if let Some(budget) = budget {
+        if is_ledger_payload(payload) && !budget.allow(peer, payload.len()) {
+            return Err(DecodeError::OverBudget(peer));
+        }
+    }
     match decode(payload)? {
         Datagram::Json(message) if message.is_peer_message() => Ok(Datagram::Peer { peer, message }),
         _ => Err(DecodeError::NotPeerMessage),
@@ -204,34 +282,152 @@ pub struct Incoming {
 /// Verifies the client signatures a datagram carries, off the protocol thread: a direct
 /// request that fails becomes a [`DecodeError::BadSignature`]; a flood loses the requests
 /// that fail (their number is returned); every verified request's digest is collected.
-pub fn check_signatures(datagram: &mut Result<Datagram, DecodeError>) -> (Vec<crate::hash::Digest>, usize) {
+pub fn check_signatures(
+    datagram: &mut Result<Datagram, DecodeError>,
+    cache: &mut SignatureCache,
+) -> (Vec<crate::hash::Digest>, usize) {
     let mut verified = Vec::new();
     let mut forged = 0;
     match datagram {
         Ok(Datagram::Json(Message::Request { request })) if request.auth.is_some() => {
-            match request.verify() {
-                Ok(()) => verified.push(request.digest()),
+            match cache.verify(request) {
+                Ok(digest) => verified.push(digest),
                 Err(e) => *datagram = Err(DecodeError::BadSignature(e.to_string())),
             }
         }
-        Ok(Datagram::Json(Message::Flood { requests }))
-        | Ok(Datagram::Peer { message: Message::Flood { requests }, .. }) => {
-            requests.retain(|r| match r.auth.is_none() || r.verify().is_ok() {
-                true => {
-                    if r.auth.is_some() {
-                        verified.push(r.digest());
+        Ok(Datagram::Json(Message::Flood { requests })) => {
+            requests.retain(|r| match r.auth.is_none() {
+                true => true,
+                false => match cache.verify(r) {
+                    Ok(digest) => {
+                        verified.push(digest);
+                        true
                     }
-                    true
-                }
-                false => {
-                    forged += 1;
-                    false
-                }
+                    Err(_) => {
+                        forged += 1;
+                        false
+                    }
+                },
+            });
+        }
+        Ok(Datagram::Peer { peer, message: Message::Flood { requests } }) => {
+            let peer = *peer;
+            requests.retain(|r| match r.auth.is_none() {
+                true => true,
+                false if !cache.known(r) && !cache.charge(peer) => false,
+                false => match cache.verify(r) {
+                    Ok(digest) => {
+                        verified.push(digest);
+                        true
+                    }
+                    Err(_) => {
+                        forged += 1;
+                        false
+                    }
+                },
             });
         }
         _ => {}
     }
     (verified, forged)
+}
+
+/// The digests of the requests whose signatures the reader verified recently, so a
+/// request flooded again (by several peers, or by a member repeating it on purpose) costs
+/// a hash, not another Ed25519 verification. Two generations of [`SIGNATURE_CACHE`]
+/// digests each: when the current one fills up, it becomes the previous one.
+///
+/// It also keeps each peer's **verification budget**: a peer's flood may cost at most
+/// [`VERIFIES_PER_SECOND`] fresh verifications a second (burst [`VERIFY_BURST`]); beyond
+/// that its flooded requests are dropped unverified (the node they came from floods its
+/// own clients' requests again, so an honest peer over budget loses only time). One member
+/// flooding signed junk thus costs each node a bounded share of a core.
+#[derive(Default)]
+pub struct SignatureCache {
+    current: std::collections::HashSet<crate::hash::Digest>,
+    previous: std::collections::HashSet<crate::hash::Digest>,
+    budgets: std::collections::HashMap<NodeId, (std::time::Instant, f64)>,
+}
+
+/// Digests per generation of the [`SignatureCache`].
+pub const SIGNATURE_CACHE: usize = 32_768;
+/// Fresh signature verifications a second one peer's floods may cost.
+pub const VERIFIES_PER_SECOND: f64 = 3_000.0;
+/// Burst of fresh verifications one peer's floods may cost.
+pub const VERIFY_BURST: f64 = 6_000.0;
+
+impl SignatureCache {
+    /// Whether `request` verified recently (no verification needed).
+    pub fn known(&self, request: &crate::wallet::Request) -> bool {
+        let digest = request.digest();
+        self.current.contains(&digest) || self.previous.contains(&digest)
+    }
+
+    /// Charges one fresh verification to `peer`'s budget; false when it is spent.
+    pub fn charge(&mut self, peer: NodeId) -> bool {
+        let now = std::time::Instant::now();
+        let (at, tokens) = self.budgets.entry(peer).or_insert((now, VERIFY_BURST));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * VERIFIES_PER_SECOND).min(VERIFY_BURST);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
+    /// Verifies `request`'s signature unless it verified recently; its digest if valid.
+    pub fn verify(
+        &mut self,
+        request: &crate::wallet::Request,
+    ) -> Result<crate::hash::Digest, crate::wallet::SignatureError> {
+        let digest = request.digest();
+        if self.current.contains(&digest) || self.previous.contains(&digest) {
+            return Ok(digest);
+        }
+        request.verify()?;
+        if self.current.len() >= SIGNATURE_CACHE {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(digest);
+        Ok(digest)
+    }
+}
+
+/// A per-peer byte budget for ledger answers, checked before they are parsed: an honest
+/// peer sends them only when asked, at a rate its own limiter bounds, so a peer sending
+/// far more (unsolicited offers) is refused before its megabytes of JSON cost anything.
+#[derive(Default)]
+pub struct LedgerBudget {
+    peers: std::collections::HashMap<NodeId, (std::time::Instant, f64)>,
+}
+
+/// Sustained ledger-answer bytes per second accepted from one peer.
+pub const LEDGER_BYTES_PER_SECOND: f64 = 2_000_000.0;
+/// Burst of ledger-answer bytes accepted from one peer.
+pub const LEDGER_BURST_BYTES: f64 = 4_000_000.0;
+
+impl LedgerBudget {
+    /// Whether `peer` may send a ledger answer of `bytes` now (and charges it).
+    pub fn allow(&mut self, peer: NodeId, bytes: usize) -> bool {
+        let now = std::time::Instant::now();
+        let (at, tokens) = self.peers.entry(peer).or_insert((now, LEDGER_BURST_BYTES));
+        let refill = now.duration_since(*at).as_secs_f64() * LEDGER_BYTES_PER_SECOND;
+        *tokens = (*tokens + refill).min(LEDGER_BURST_BYTES);
+        *at = now;
+        if *tokens < bytes as f64 {
+            return false;
+        }
+        *tokens -= bytes as f64;
+        true
+    }
+}
+
+/// Does this (opened) peer payload announce a ledger answer? Messages are encoded with
+/// their `type` first, so an honest one always matches; one that hides its type further in
+/// is parsed normally and judged by the protocol thread.
+fn is_ledger_payload(payload: &[u8]) -> bool {
+    payload.starts_with(br#"{"type":"ledger""#)
 }
 
 /// Faults injected into outgoing datagrams, for tests of lossy networks.
@@ -442,6 +638,8 @@ fn read_loop(
 ) {
     // One byte more than the limit, so that an oversized datagram is recognised.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut signatures = SignatureCache::default();
+    let mut ledger_budget = LedgerBudget::default();
     while !stop.load(Ordering::SeqCst) {
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
@@ -469,9 +667,9 @@ fn read_loop(
         let mut datagram = if n > MAX_DATAGRAM {
             Err(DecodeError::Oversized(n))
         } else {
-            decode_with(&buf[..n], opener.as_mut())
+            decode_limited(&buf[..n], opener.as_mut(), Some(&mut ledger_budget))
         };
-        let (verified, forged) = check_signatures(&mut datagram);
+        let (verified, forged) = check_signatures(&mut datagram, &mut signatures);
         if inbox.send(Incoming { from, datagram, verified, forged }).is_err() {
             break;
         }
@@ -492,6 +690,44 @@ mod tests {
         assert_eq!(decode(&vec![b'a'; MAX_DATAGRAM + 1]), Err(DecodeError::Oversized(MAX_DATAGRAM + 1)));
     }
 
+    #[test]
+    fn status_and_unavailable_messages_round_trip() {
+        let status = NodeStatus {
+            id: NodeId(3000),
+            address: "127.0.0.1:3000".into(),
+            version: "0.1.0".into(),
+            uptime_ms: 1234,
+            slot: 6,
+            ledger_hash: "00".repeat(32),
+            pool: 0,
+            requests_per_second: 0.5,
+            quorum_available: true,
+            peers_heard: 3,
+            needed: 2,
+            lag: 0,
+            peers: vec![PeerStatus {
+                id: NodeId(3001),
+                address: "127.0.0.1:3001".into(),
+                last_heard_ms: None,
+                slot: Some(6),
+            }],
+        };
+        for message in [
+            Message::Status {},
+            Message::StatusReply { status },
+            Message::Unavailable { node: NodeId(3000), peers_heard: 1, needed: 2 },
+        ] {
+            assert_eq!(decode(&encode(&message)), Ok(Datagram::Json(message.clone())));
+            assert!(!message.is_peer_message());
+        }
+        assert_eq!(encode(&Message::Status {}), br#"{"type":"status"}"#);
+        let unavailable = br#"{"type":"unavailable","node":7,"peers_heard":1,"needed":2}"#;
+        assert_eq!(
+            decode(unavailable),
+            Ok(Datagram::Json(Message::Unavailable { node: NodeId(7), peers_heard: 1, needed: 2 }))
+        );
+    }
+
     /// Decoder fuzz: random bytes and mutations of every kind of valid message (bit flips,
     /// truncation, splices, nesting, huge numbers) never panic, and whatever decodes
     /// re-encodes to something that decodes to the same message.
@@ -504,6 +740,8 @@ mod tests {
             r#"{"type":"scp","statement":{"node":1,"slot":1,"quorum_set":{"threshold":1,"validators":[1],"inner_sets":[{"threshold":1,"validators":[2]}]},"pledges":{"type":"NOMINATE","voted":["00"],"accepted":[]}}}"#,
             r#"{"type":"flood","requests":[{"client":1,"seq":1,"op":{"type":"get","key":"x"}}]}"#,
             r#"{"type":"catch_up","from":12}"#,
+            r#"{"type":"status"}"#,
+            r#"{"type":"unavailable","node":3000,"peers_heard":1,"needed":2}"#,
             r#"{"type":"ledger","last":3,"entries":[{"slot":1,"hash":"00","batch":{"requests":[]}}]}"#,
             "foo:$10",
         ]

@@ -26,7 +26,10 @@
 //! it is a leader and adopts one new value per round from each leader's NOMINATE. Values
 //! move X (voted) → Y (accepted) → Z (candidates, confirmed nominated) by federated voting,
 //! and the composite of Z, combined by the application, becomes the value of the first
-//! ballot. Once any ballot is confirmed prepared, the node votes for no new values.
+//! ballot. Once any ballot is confirmed prepared, the node votes for no new values. A
+//! leader whose round timed out with none of its values accepted is barred from leading
+//! the first rounds of the next slots, longer at each repeated offence (see
+//! [`Node::barred_leaders`]), so that a Byzantine leader cannot stall every slot it leads.
 //!
 //! ## The ballot protocol (paper §6.2, draft §3.5)
 //!
@@ -88,6 +91,7 @@
 //! ```
 
 mod ballot;
+mod leaders;
 mod nomination;
 mod slot;
 mod statement;
@@ -97,7 +101,10 @@ pub use statement::{
     MAX_NOMINATION_VALUES, MAX_VALUE_BYTES,
 };
 
+pub use leaders::{BASE_BAR, FORGIVE_AFTER, MAX_LEVEL, PENALTY_ROUNDS};
+
 use crate::quorum::{NodeId, QuorumSet, QuorumSetError};
+use leaders::Leadership;
 
 /// Ballot counters any peer may be ahead of a slot's start (see `Node::counter_bound`).
 const COUNTER_SLACK: u32 = 1000;
@@ -293,8 +300,8 @@ pub fn vouched(me: NodeId, local: &QuorumSet, vouchers: &impl Fn(NodeId) -> bool
 pub(crate) struct Ctx<'a> {
     pub now: Duration,
     pub config: &'a Config,
-    /// Peers the shell reports as silent; nomination does not pick them as leaders.
-    pub unresponsive: &'a BTreeSet<NodeId>,
+    /// Silent peers and offence records: whom nomination may pick as leaders.
+    pub leadership: &'a mut Leadership,
     pub app: &'a dyn Application,
     pub slot: SlotIndex,
     pub out: &'a mut Vec<Output>,
@@ -346,8 +353,9 @@ pub struct Node<A> {
     proposal: Option<Value>,
     /// Deadlines of armed timers; a firing that does not match is stale and ignored.
     timers: BTreeMap<TimerId, Duration>,
-    /// Peers the shell reports as silent (see [`Node::set_unresponsive`]).
-    unresponsive: BTreeSet<NodeId>,
+    /// Peers the shell reports as silent (see [`Node::set_unresponsive`]) and peers
+    /// barred from leading nomination for wasting their rounds (see [`Node::barred_leaders`]).
+    leadership: Leadership,
 }
 
 /// Why a node cannot be built from a configuration.
@@ -385,7 +393,7 @@ impl<A: Application> Node<A> {
             history: BTreeMap::new(),
             proposal: None,
             timers: BTreeMap::new(),
-            unresponsive: BTreeSet::new(),
+            leadership: Leadership::default(),
         })
     }
 
@@ -395,7 +403,17 @@ impl<A: Application> Node<A> {
     /// affects liveness, never safety, and nodes that see the same peer silent agree on
     /// the leaders again. Ignored if it would leave no neighbour.
     pub fn set_unresponsive(&mut self, peers: BTreeSet<NodeId>) {
-        self.unresponsive = peers;
+        self.leadership.unresponsive = peers;
+    }
+
+    /// The nodes barred from leading the first [`PENALTY_ROUNDS`] nomination rounds of
+    /// the current slot because a round they led timed out with none of their values
+    /// accepted: they sent nothing, only invalid values, or a different value to each node
+    /// (the rule and its liveness argument are in `src/scp/leaders.rs`). It may include
+    /// this node itself, judged by the same rule so that honest nodes agree on leaders.
+    /// For logs; the node applies it by itself.
+    pub fn barred_leaders(&self) -> BTreeSet<NodeId> {
+        self.leadership.penalties.barred(&self.config.quorum_set, self.next, 1)
     }
 
     /// The configuration.
@@ -478,8 +496,15 @@ impl<A: Application> Node<A> {
         }
         let mut out = Vec::new();
         let slot = self.slots.entry(own.slot).or_insert_with(|| Slot::new(self.config.node, now));
-        let mut ctx =
-            Self::ctx(&self.config, &self.app, &self.unresponsive, own.slot, now, &mut out, &mut self.timers);
+        let mut ctx = Self::ctx(
+            &self.config,
+            &self.app,
+            &mut self.leadership,
+            own.slot,
+            now,
+            &mut out,
+            &mut self.timers,
+        );
         slot.restore(&mut ctx, own);
         self.report_externalized(now, &mut out);
         self.arm_rebroadcast(now, &mut out);
@@ -523,13 +548,13 @@ impl<A: Application> Node<A> {
     fn ctx<'a>(
         config: &'a Config,
         app: &'a A,
-        unresponsive: &'a BTreeSet<NodeId>,
+        leadership: &'a mut Leadership,
         slot: SlotIndex,
         now: Duration,
         out: &'a mut Vec<Output>,
         timers: &'a mut BTreeMap<TimerId, Duration>,
     ) -> Ctx<'a> {
-        Ctx { now, config, app, slot, out, timers, unresponsive }
+        Ctx { now, config, app, slot, out, timers, leadership }
     }
 
     fn receive(&mut self, now: Duration, st: Statement, out: &mut Vec<Output>) -> Result<(), Rejection> {
@@ -556,7 +581,7 @@ impl<A: Application> Node<A> {
         let starts_nomination = st.slot == self.next && !st.pledges.is_ballot();
         let slot = self.slots.entry(st.slot).or_insert_with(|| Slot::new(self.config.node, now));
         let mut ctx =
-            Self::ctx(&self.config, &self.app, &self.unresponsive, st.slot, now, out, &mut self.timers);
+            Self::ctx(&self.config, &self.app, &mut self.leadership, st.slot, now, out, &mut self.timers);
         slot.receive(&mut ctx, st)?;
         if starts_nomination && !slot.nomination_started() {
             // A peer is nominating for our current slot: join in even if we have nothing
@@ -603,7 +628,7 @@ impl<A: Application> Node<A> {
         self.proposal = Some(value.clone());
         let slot = self.slots.entry(self.next).or_insert_with(|| Slot::new(self.config.node, now));
         let mut ctx =
-            Self::ctx(&self.config, &self.app, &self.unresponsive, self.next, now, out, &mut self.timers);
+            Self::ctx(&self.config, &self.app, &mut self.leadership, self.next, now, out, &mut self.timers);
         slot.nominate(&mut ctx, Some(value), false);
         Ok(())
     }
@@ -620,7 +645,7 @@ impl<A: Application> Node<A> {
             TimerId::Nomination(s) | TimerId::Ballot(s) => {
                 let Some(slot) = self.slots.get_mut(&s) else { return };
                 let mut ctx =
-                    Self::ctx(&self.config, &self.app, &self.unresponsive, s, now, out, &mut self.timers);
+                    Self::ctx(&self.config, &self.app, &mut self.leadership, s, now, out, &mut self.timers);
                 if let TimerId::Nomination(_) = timer {
                     let own = if s == self.next { self.proposal.clone() } else { None };
                     slot.nominate(&mut ctx, own, true);
@@ -673,7 +698,7 @@ impl<A: Application> Node<A> {
                     let mut ctx = Self::ctx(
                         &self.config,
                         &self.app,
-                        &self.unresponsive,
+                        &mut self.leadership,
                         self.next,
                         now,
                         out,

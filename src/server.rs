@@ -14,35 +14,49 @@
 //! applies its batch in order, writes the database file atomically, prints the entries, and
 //! the node holding the client's address replies.
 //!
-//! **Durability.** Before any of its ballot statements leaves the node, it is appended to
-//! the SCP journal and synced ([`crate::journal`]), so a restarted node never contradicts
-//! itself. An externalized batch is appended to the hash-chained ledger and synced
+//! **Durability.** Before any of its statements leaves the node, it is appended to the SCP
+//! journal ([`crate::journal`]; ballot statements are synced first, nominations and
+//! externalizations ride on the next sync), so a restarted node never contradicts itself.
+//! An externalized batch is appended to the hash-chained ledger and synced
 //! ([`crate::ledger`]) before it is applied and before any client hears of it; the database
 //! file is the ledger's projection, rebuilt at start-up if needed ([`recovery`]). Slots a
 //! node missed while down are fetched from its peers' ledgers ([`catchup`]).
+//!
+//! **Operability** ([`status`]). Every line goes through one [`Logger`] (UTC timestamp,
+//! level, node id; warnings and errors on stderr; a closed stdout is survived). Each
+//! decided slot gets a summary line; the node tracks whether it hears a quorum and which
+//! peers went silent, answers `status` requests, refuses new requests with `unavailable`
+//! while it hears no quorum, and keeps a [`Metrics`] registry, served over HTTP with
+//! `--metrics`.
 
 mod catchup;
 mod pool;
 mod recovery;
+mod status;
 mod trust;
 
 pub use recovery::{verify, Verified};
 
-use crate::config::{ServerConfig, Verbosity};
+use crate::config::ServerConfig;
 use crate::fsio::IoFailure;
 use crate::journal::{Journal, JournalError};
 use crate::ledger::{Ledger, LedgerError};
+use crate::logging::Logger;
+use crate::metrics::Metrics;
 use crate::net::{self, Datagram, DecodeError, Endpoint, Faults, Incoming, Message, Outbox};
 use crate::quorum::NodeId;
-use crate::scp::{self, Application, Input, Node, Output, Rejection, SlotIndex, Statement, TimerId, Value};
+use crate::scp::{
+    self, Application, Input, Node, Output, Pledges, Rejection, SlotIndex, Statement, TimerId, Value,
+};
 use crate::store::{Store, StoreError};
 use crate::timer::{self, TimerCommand};
-use crate::wallet::{self, Batch, Op, Reply, Request, Wallet};
+use crate::wallet::{self, Batch, Key, Op, Reply, Request, Wallet};
 use crossbeam_channel::{select, Receiver, Sender};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What a keyed node answers an unsigned request.
@@ -94,6 +108,8 @@ pub enum ServerError {
     },
     /// The data directory is locked by another process (or the lock could not be taken).
     Lock(crate::lock::LockError),
+    /// The `--metrics` address could not be served.
+    Metrics(SocketAddr, std::io::Error),
 }
 
 impl fmt::Display for ServerError {
@@ -116,6 +132,7 @@ impl fmt::Display for ServerError {
                 write!(f, "database {} does not match ledger {}", db.display(), ledger.display())
             }
             ServerError::Lock(e) => write!(f, "{e}"),
+            ServerError::Metrics(addr, e) => write!(f, "cannot serve metrics on {addr}: {e}"),
         }
     }
 }
@@ -208,8 +225,19 @@ enum Format {
     Text,
 }
 
-/// Runs a node until `shutdown` receives (or closes). Returns after a clean stop.
+/// Runs a node until `shutdown` receives (or closes). Returns after a clean stop; an error
+/// that stops the node is logged (at error level, on stderr) before it is returned.
 pub fn run(config: ServerConfig, shutdown: Receiver<()>) -> Result<(), ServerError> {
+    let (id, verbosity, format) = (config.id.0, config.verbosity, config.log_format);
+    let result = run_node(config, &shutdown);
+    if let Err(e) = &result {
+        Logger::new(id, verbosity, format).error(format_args!("{e}"));
+    }
+    result
+}
+
+/// Takes the data directory, recovers, binds, and serves until `shutdown`.
+fn run_node(config: ServerConfig, shutdown: &Receiver<()>) -> Result<(), ServerError> {
     let _lock =
         crate::lock::DataDirLock::acquire(&config.data_dir, config.port).map_err(ServerError::Lock)?;
     let recovered = recovery::recover(&config.data_dir, config.port)?;
@@ -217,17 +245,34 @@ pub fn run(config: ServerConfig, shutdown: Receiver<()>) -> Result<(), ServerErr
     let auth = trust::authenticators(&config)?;
     let mut endpoint = Endpoint::bind(config.bind, net_tx, Faults::from_env(), auth)
         .map_err(|e| ServerError::Bind(config.bind, e))?;
+    let metrics = Arc::new(Metrics::new());
+    let exporter = config.metrics.map(|addr| status::Exporter::start(addr, &metrics)).transpose()?;
     let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
     let (fired_tx, fired_rx) = crossbeam_channel::unbounded();
     let timer_thread = timer::spawn(timer_rx, fired_tx).map_err(ServerError::Spawn)?;
     let own = recovered.own.clone();
-    let mut server = Server::new(config, recovered, endpoint.outbox.clone(), timer_tx)?;
-    server.announce(endpoint.local_addr());
-    let result = server.restore(own).and_then(|()| server.serve(&net_rx, &fired_rx, &shutdown));
+    let shell =
+        Shell { outbox: endpoint.outbox.clone(), timers: timer_tx, local: endpoint.local_addr(), metrics };
+    let mut server = Server::new(config, recovered, shell)?;
+    server.announce(exporter.as_ref().map(|e| e.addr));
+    let result = server.restore(own).and_then(|()| server.serve(&net_rx, &fired_rx, shutdown));
     endpoint.shutdown();
     drop(server); // closes the timer channel, which ends the timer thread
     let _ = timer_thread.join();
+    drop(exporter); // stops the metrics thread
     result
+}
+
+/// What the protocol thread is given to act on the world with.
+struct Shell {
+    /// The socket's sending half.
+    outbox: Outbox,
+    /// The timer thread's commands.
+    timers: Sender<TimerCommand>,
+    /// The bound address.
+    local: SocketAddr,
+    /// The metrics registry (shared with the `--metrics` thread).
+    metrics: Arc<Metrics>,
 }
 
 struct Server {
@@ -239,7 +284,10 @@ struct Server {
     journal: Journal,
     outbox: Outbox,
     timers: Sender<TimerCommand>,
+    /// When the node started; the core's clock counts from it.
     epoch: Instant,
+    /// The bound address.
+    local: SocketAddr,
     catchup: catchup::CatchUp,
     /// Test hook `FBA_DISK_FULL_AFTER=n`: ledger appends fail (as on a full disk) after n.
     disk_budget: Option<u64>,
@@ -249,7 +297,8 @@ struct Server {
     peer_ids: HashMap<SocketAddr, NodeId>,
     /// The quorum sets peers announce, checked for intersection with ours.
     quorum_watch: trust::QuorumWatch,
-    /// When each peer was last heard from (any datagram), to spot crashed ones.
+    /// When each peer was last heard from (any authenticated message), to spot crashed
+    /// ones; absent until it is first heard.
     last_heard: HashMap<NodeId, Instant>,
     /// When each peer last sent something useful, on the busy clock, to spot mute ones
     /// (see [`Server::update_silent_peers`]).
@@ -269,7 +318,7 @@ struct Server {
     proposed: Option<SlotIndex>,
     /// Replies of applied slots, sent by [`Server::flush`].
     replies: Vec<(SocketAddr, Format, Reply)>,
-    /// Our ballot statements not yet in the journal; nothing below is sent before they are.
+    /// Our statements not yet in the journal; nothing below is sent before they are.
     unjournaled: Vec<Statement>,
     /// Peer messages to send at the next flush: to one peer, or to every peer.
     outgoing: Vec<(Option<NodeId>, Vec<u8>)>,
@@ -279,15 +328,17 @@ struct Server {
     last_batch: usize,
     /// Since when the pool has been filling for the next proposal.
     filling_since: Option<Instant>,
-    log: Log,
+    /// Quorum, silent peers, request rate and slot timing ([`status`]).
+    observer: status::Observer,
+    log: Logger,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
     fn new(
         config: ServerConfig,
         recovered: recovery::Recovered,
-        outbox: Outbox,
-        timers: Sender<TimerCommand>,
+        shell: Shell,
     ) -> Result<Server, ServerError> {
         let mut scp_config = scp::Config::new(config.id, config.quorum_set.clone());
         scp_config.timeouts = config.timeouts.clone();
@@ -295,10 +346,10 @@ impl Server {
         let app = WalletApp::new(config.keys.is_some());
         let node = Node::new(scp_config, app, first_slot).map_err(ServerError::Scp)?;
         let peer_ids = config.peers.iter().map(|(id, addr)| (*addr, *id)).collect();
-        let last_heard = config.peers.keys().map(|id| (*id, Instant::now())).collect();
         let last_useful = config.peers.keys().map(|id| (*id, Duration::ZERO)).collect();
         let pool = pool::Pool::new(MAX_POOL, config.peers.len());
-        let log = Log::new(config.id, config.verbosity);
+        let log = Logger::new(config.id.0, config.verbosity, config.log_format)
+            .with_metrics(Arc::clone(&shell.metrics));
         let config_id_qset = (config.id, config.quorum_set.clone());
         Ok(Server {
             config,
@@ -307,13 +358,14 @@ impl Server {
             store: recovered.store,
             ledger: recovered.ledger,
             journal: recovered.journal,
-            outbox,
-            timers,
+            outbox: shell.outbox,
+            timers: shell.timers,
             epoch: Instant::now(),
+            local: shell.local,
             catchup: catchup::CatchUp::default(),
             disk_budget: std::env::var("FBA_DISK_FULL_AFTER").ok().and_then(|v| v.parse().ok()),
             notes: recovered.notes,
-            last_heard,
+            last_heard: HashMap::new(),
             last_useful,
             busy_clock: Duration::ZERO,
             busy_tick: (Instant::now(), false),
@@ -329,38 +381,46 @@ impl Server {
             to_flood: Vec::new(),
             last_batch: 0,
             filling_since: None,
+            observer: status::Observer::new(),
             log,
+            metrics: shell.metrics,
         })
     }
 
-    fn announce(&self, local: SocketAddr) {
+    /// The start-up lines: the trust mode first, then warnings, recovery notes, where the
+    /// node listens (and serves metrics), and the database.
+    fn announce(&self, metrics: Option<SocketAddr>) {
         match &self.config.keys {
-            None => self.log.always(format_args!(
+            None => self.log.info(format_args!(
                 "development mode: no --key-file, so peers are told apart by source address and only \
                  loopback addresses are used; see `fba_server keygen --help` for authenticated peers"
             )),
-            Some(keys) => self.log.always(format_args!(
+            Some(keys) => self.log.info(format_args!(
                 "authenticated mode: every peer datagram carries an HMAC-SHA256 authenticator ({} peer keys)",
                 keys.pairwise.len()
             )),
         }
         for warning in &self.config.warnings {
-            self.log.always(format_args!("{warning}"));
+            self.log.warn(format_args!("{warning}"));
         }
         let q = &self.config.quorum_set;
         for note in &self.notes {
-            self.log.always(format_args!("recovery: {note}"));
+            self.log.warn(format_args!("recovery: {note}"));
         }
-        self.log.always(format_args!(
+        self.log.info(format_args!(
             "listening on {local}; quorum set {} of {:?}{}; database {} ({} entries); ledger at slot {}",
             q.threshold,
             q.validators,
             if q.inner_sets.is_empty() { "" } else { " + inner sets" },
             self.store.path().display(),
             self.wallet.len(),
-            self.ledger.len()
+            self.ledger.len(),
+            local = self.local
         ));
-        self.print_entries();
+        if let Some(addr) = metrics {
+            self.log.info(format_args!("metrics on http://{addr}/metrics (health: http://{addr}/health)"));
+        }
+        self.print_entries(None);
     }
 
     /// Re-adopts our own statements from the journal (see [`Node::restore`]): those of
@@ -386,7 +446,7 @@ impl Server {
                     answerable += usize::from(decided);
                     self.execute(outputs)?;
                 }
-                Err(e) => self.log.always(format_args!("recovery: journal statement not restored: {e}")),
+                Err(e) => self.log.warn(format_args!("recovery: journal statement not restored: {e}")),
             }
         }
         if answerable > 0 {
@@ -395,6 +455,7 @@ impl Server {
         }
         self.flush()?;
         self.request_catchup_if_behind(true);
+        self.update_health();
         Ok(())
     }
 
@@ -417,9 +478,9 @@ impl Server {
                     Ok(incoming) => self.on_datagram(incoming)?,
                     Err(_) => return Ok(()),
                 },
-                recv(fired) -> timer => if let Ok(timer) = timer { self.step(Input::Timer(timer))?; },
+                recv(fired) -> timer => if let Ok(timer) = timer { self.on_timer(timer)?; },
                 recv(shutdown) -> _ => {
-                    self.log.always(format_args!("shutting down; database complete at {}", self.store.path().display()));
+                    self.log.info(format_args!("shutting down; database complete at {}", self.store.path().display()));
                     return Ok(());
                 }
             }
@@ -429,7 +490,7 @@ impl Server {
                 self.on_datagram(incoming)?;
             }
             for timer in fired.try_iter() {
-                self.step(Input::Timer(timer))?;
+                self.on_timer(timer)?;
             }
             self.propose_if_idle()?;
             self.flush()?;
@@ -438,6 +499,16 @@ impl Server {
 
     fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// A timer fired: counted (nomination and ballot timeouts), then fed to the core.
+    fn on_timer(&mut self, timer: TimerId) -> Result<(), ServerError> {
+        match timer {
+            TimerId::Nomination(_) => self.metrics.nomination_timeouts.inc(),
+            TimerId::Ballot(_) => self.metrics.ballot_timeouts.inc(),
+            TimerId::Rebroadcast => {}
+        }
+        self.step(Input::Timer(timer)).map(drop)
     }
 
     // ----- Input ------------------------------------------------------------------------
@@ -462,6 +533,7 @@ impl Server {
                 }
             }
             Ok(Datagram::Json(Message::Request { request })) => self.on_request(from, request, Format::Json),
+            Ok(Datagram::Json(Message::Status {})) => self.on_status(from),
             Ok(Datagram::Json(_)) => {
                 self.log.dropped("unexpected", from, format_args!("unexpected reply message"));
             }
@@ -512,7 +584,12 @@ impl Server {
                     self.heard_useful(helper);
                 }
             }
-            Message::Request { .. } | Message::Reply { .. } | Message::Error { .. } => {
+            Message::Request { .. }
+            | Message::Reply { .. }
+            | Message::Error { .. }
+            | Message::Unavailable { .. }
+            | Message::Status {}
+            | Message::StatusReply { .. } => {
                 debug_assert!(false, "not a peer message");
             }
         }
@@ -541,20 +618,22 @@ impl Server {
         let now = Instant::now();
         let mut refused = None;
         for request in requests.into_iter().filter(|r| !keyed || r.auth.is_some()) {
-            if self.wallet.admission(&request).is_new() {
+            if self.wallet.pool_admission(&request).is_new() {
                 if let Err(full) = self.pool.admit(request, pool::Source::Peer(peer), now) {
                     refused = Some(full);
                 }
             }
         }
         if let Some(full) = refused {
-            self.log.verbose(format_args!("flood from peer {peer} not all pooled: {full}"));
+            self.log.debug(format_args!("flood from peer {peer} not all pooled: {full}"));
         }
     }
 
     fn on_malformed(&mut self, from: SocketAddr, e: &DecodeError) {
         let kind = match e {
             DecodeError::Auth(_) | DecodeError::NotPeerMessage => "authentication",
+            DecodeError::OverBudget(_) => "catch-up rate",
+            DecodeError::BadSignature(_) => "forged request",
             _ => "malformed",
         };
         self.log.dropped(kind, from, format_args!("{e}"));
@@ -582,7 +661,10 @@ impl Server {
             statement.pledges.fields()
         ));
         if let Some(warning) = self.quorum_watch.saw(peer, &statement) {
-            self.log.always(format_args!("WARNING: {warning}"));
+            self.log.warn(format_args!("{warning}"));
+        }
+        if matches!(statement.pledges, Pledges::Nominate { .. }) && self.is_current(peer, &statement) {
+            self.observer.nominated(statement.slot);
         }
         // A peer speaking about a slot beyond our next one is ahead of us.
         self.catchup.saw(peer, statement.slot.saturating_sub(1));
@@ -613,8 +695,14 @@ impl Server {
         }
     }
 
-    /// A client's request: answer from the reply cache, or pool and flood it.
+    /// A client's request: answer from the reply cache, refuse it at once if the node
+    /// hears no quorum (unless it is already pending), or pool and flood it.
     fn on_request(&mut self, from: SocketAddr, request: Request, format: Format) {
+        let kind = match format {
+            Format::Json => "json",
+            Format::Text => "text",
+        };
+        self.metrics.requests_received.inc(kind);
         if self.config.keys.is_some() && request.auth.is_none() {
             self.log.dropped(
                 "unsigned request",
@@ -626,9 +714,13 @@ impl Server {
             return;
         }
         let id = request.id();
-        let admission = self.wallet.admission(&request);
+        let admission = self.wallet.pool_admission(&request);
         if let Some(reply) = admission.reply() {
             self.reply(from, format, reply);
+            return;
+        }
+        if !self.observer.quorum_available && !self.pool.contains(&id) {
+            self.refuse_unavailable(from, format);
             return;
         }
         match self.pool.admit(request.clone(), pool::Source::Client, Instant::now()) {
@@ -666,7 +758,9 @@ impl Server {
         self.waiting.retain(|id, _| pool.contains(id));
         self.probe_peers();
         self.request_catchup_if_behind(false);
+        self.catchup_progress();
         self.update_silent_peers();
+        self.update_health();
     }
 
     /// Tells the core which peers are silent, so they are not chosen as nomination leaders:
@@ -680,11 +774,12 @@ impl Server {
     fn update_silent_peers(&mut self) {
         self.advance_busy_clock();
         let clock = self.busy_clock;
-        let down = self.last_heard.iter().filter(|(_, at)| at.elapsed() >= SILENT_AFTER).map(|(id, _)| *id);
+        let now = Instant::now();
+        let down = self.config.peers.keys().copied().filter(|peer| !self.hears(*peer, now));
         let mute = self.last_useful.iter().filter(|(_, at)| clock.saturating_sub(**at) >= SILENT_AFTER);
-        let silent: std::collections::BTreeSet<NodeId> = down.chain(mute.map(|(id, _)| *id)).collect();
+        let silent: BTreeSet<NodeId> = down.chain(mute.map(|(id, _)| *id)).collect();
         if silent != self.silent {
-            self.log.protocol(format_args!("silent peers: {silent:?} (not chosen as nomination leaders)"));
+            self.log.debug(format_args!("silent peers: {silent:?} (not chosen as nomination leaders)"));
             self.node.set_unresponsive(silent.clone());
             self.silent = silent;
         }
@@ -725,6 +820,7 @@ impl Server {
         }
         self.proposed = Some(slot);
         self.filling_since = None;
+        self.observer.nominated(slot);
         self.step(Input::Propose(Value::new(batch.encode()))).map(drop)
     }
 
@@ -753,7 +849,7 @@ impl Server {
         match self.node.handle(self.now(), input) {
             Ok(outputs) => self.execute(outputs).map(|()| None),
             Err(rejection) => {
-                self.log.verbose(format_args!("rejected: {rejection}"));
+                self.log.debug(format_args!("rejected: {rejection}"));
                 Ok(Some(rejection))
             }
         }
@@ -772,6 +868,9 @@ impl Server {
                         st.slot,
                         st.pledges.fields()
                     ));
+                    if let Pledges::Externalize { commit, .. } = &st.pledges {
+                        self.observer.externalized(st.slot, commit.counter);
+                    }
                     self.unjournaled.push(st.clone());
                     self.outgoing.push((None, net::encode(&Message::Scp { statement: st })));
                 }
@@ -801,7 +900,10 @@ impl Server {
     /// replies.
     fn flush(&mut self) -> Result<(), ServerError> {
         if !self.unjournaled.is_empty() {
-            self.journal.record(&self.unjournaled).map_err(ServerError::Journal)?;
+            let started = Instant::now();
+            if self.journal.record(&self.unjournaled).map_err(ServerError::Journal)? {
+                self.metrics.fsync_seconds.observe_duration(started.elapsed());
+            }
             self.unjournaled.clear();
         }
         for (to, bytes) in std::mem::take(&mut self.outgoing) {
@@ -840,24 +942,48 @@ impl Server {
         });
         self.log.protocol(format_args!("EXTERNALIZE slot={slot} value={value:?} ({} requests)", batch.len()));
         self.last_batch = batch.len();
-        if self.apply_decided(slot, &batch)? {
-            self.save_db()?;
+        self.slot_decided(slot, &batch);
+        let changed = self.apply_decided(slot, &batch)?;
+        if !changed.is_empty() {
+            self.save_db(&changed)?;
         }
         self.compact_journal()
     }
 
+    /// The summary line and metrics of a slot decided through SCP: its requests, the
+    /// ballot counter of our EXTERNALIZE, and the time from the first nomination seen.
+    fn slot_decided(&mut self, slot: SlotIndex, batch: &Batch) {
+        let (elapsed, counter) = self.observer.decided(slot);
+        let counter = counter.or_else(|| self.externalize_counter(slot)).unwrap_or(0);
+        self.metrics.record_slot(counter, elapsed);
+        self.observer.applied.record(Instant::now(), batch.len() as u64);
+        self.log.slot_summary(slot, batch.len(), counter, elapsed);
+    }
+
+    /// The commit counter of our EXTERNALIZE of `slot`, from the core's history.
+    fn externalize_counter(&self, slot: SlotIndex) -> Option<u32> {
+        self.node.decided_statements().find(|st| st.slot == slot).and_then(|st| match &st.pledges {
+            Pledges::Externalize { commit, .. } => Some(commit.counter),
+            _ => None,
+        })
+    }
+
     /// Appends a decided slot to the ledger (durably) and applies it to the wallet; the
     /// replies for clients waiting here are queued, and sent by [`Server::flush`] once the
-    /// database file is written too. Returns whether the balances changed.
-    fn apply_decided(&mut self, slot: SlotIndex, batch: &Batch) -> Result<bool, ServerError> {
+    /// database file is written too. Returns the wallets whose balances may have changed.
+    fn apply_decided(&mut self, slot: SlotIndex, batch: &Batch) -> Result<Vec<Key>, ServerError> {
         if slot <= self.ledger.len() {
-            return Ok(false); // already applied (learned by catch-up first)
+            return Ok(Vec::new()); // already applied (learned by catch-up first)
         }
         self.append_ledger(slot, batch)?;
         let replies = self.wallet.apply_batch(batch);
-        let mut changed = false;
+        let mut changed = Vec::new();
         for (request, reply) in batch.requests().iter().zip(&replies) {
-            changed |= reply.outcome.is_ok() && request.op.is_write();
+            let ok = reply.outcome.is_ok();
+            self.metrics.requests_applied.inc(if ok { "ok" } else { "refused" });
+            if ok {
+                changed.extend(written_keys(&request.op).into_iter().cloned());
+            }
             self.log.protocol(format_args!(
                 "apply slot={slot} client={} seq={} {} -> {}",
                 request.client,
@@ -872,7 +998,8 @@ impl Server {
             }
         }
         let wallet = &self.wallet;
-        self.pool.retain_new(|request| wallet.admission(request).is_new());
+        self.pool.retain_new(|request| wallet.pool_admission(request).is_new());
+        self.metrics.ledger_slot.set_count(slot);
         Ok(changed)
     }
 
@@ -889,25 +1016,55 @@ impl Server {
             }
             *budget -= 1;
         }
-        self.ledger.append(slot, batch).map(drop).map_err(ServerError::Ledger)
-    }
-
-    /// Writes the database file (temp file, fsync, rename; the directory sync is left out
-    /// because the file is the projection of the already synced ledger) and prints it.
-    fn save_db(&mut self) -> Result<(), ServerError> {
-        self.store.save_projection(self.wallet.entries())?;
-        self.print_entries();
+        let started = Instant::now();
+        self.ledger.append(slot, batch).map_err(ServerError::Ledger)?;
+        self.metrics.fsync_seconds.observe_duration(started.elapsed());
         Ok(())
     }
 
-    fn print_entries(&self) {
-        let entries: Vec<String> = self.wallet.entries().map(|(k, v)| format!("{k}: {v}")).collect();
-        self.log.always(format_args!("db {} entries: {{{}}}", entries.len(), entries.join(", ")));
+    /// Writes the database file (temp file, fsync, rename; the directory sync is left out
+    /// because the file is the projection of the already synced ledger) and prints it, or
+    /// the `changed` wallets when it is large.
+    fn save_db(&mut self, changed: &[Key]) -> Result<(), ServerError> {
+        let started = Instant::now();
+        self.store.save_projection(self.wallet.entries())?;
+        self.metrics.fsync_seconds.observe_duration(started.elapsed());
+        self.print_entries(Some(changed));
+        Ok(())
+    }
+
+    /// The protocol trace's database line: every entry (`db 2 entries: {foo: $30, bar:
+    /// $10}`) while there are at most `--print-entries-max`, else those in `changed` (at
+    /// start-up, none).
+    fn print_entries(&self, changed: Option<&[Key]>) {
+        if !self.log.enabled(crate::logging::Level::Protocol) {
+            return;
+        }
+        let (len, max) = (self.wallet.len(), self.config.print_entries_max);
+        if len <= max {
+            let entries: Vec<String> = self.wallet.entries().map(|(k, v)| format!("{k}: {v}")).collect();
+            self.log.protocol(format_args!("db {len} entries: {{{}}}", entries.join(", ")));
+            return;
+        }
+        let Some(changed) = changed else {
+            let why = format_args!("db {len} entries (more than --print-entries-max {max}: not shown)");
+            return self.log.protocol(why);
+        };
+        let keys: BTreeSet<&Key> = changed.iter().collect();
+        let shown: Vec<String> = keys
+            .iter()
+            .take(max)
+            .filter_map(|k| self.wallet.get(k.as_str()).map(|v| format!("{k}: {v}")))
+            .collect();
+        let more = if keys.len() > max { format!(", and {} more", keys.len() - max) } else { String::new() };
+        let n = keys.len();
+        self.log.protocol(format_args!("db {len} entries, {n} changed: {{{}{more}}}", shown.join(", ")));
     }
 
     // ----- Output ---------------------------------------------------------------------------
 
     fn reply(&self, to: SocketAddr, format: Format, reply: &Reply) {
+        self.metrics.replies_sent.inc();
         let bytes = match format {
             Format::Json => net::encode(&Message::Reply { node: self.config.id, reply: reply.clone() }),
             Format::Text => format!("[{}] {reply}", self.config.id).into_bytes(),
@@ -926,14 +1083,13 @@ impl Server {
     fn send_peer(&self, peer: NodeId, bytes: &[u8]) {
         let Some(addr) = self.config.peers.get(&peer).copied() else { return };
         if let Err(e) = self.outbox.send_peer(peer, addr, bytes) {
-            self.log
-                .always(format_args!("send of {} bytes to peer {peer} at {addr} failed: {e}", bytes.len()));
+            self.log.warn(format_args!("send of {} bytes to peer {peer} at {addr} failed: {e}", bytes.len()));
         }
     }
 
     fn send(&self, to: SocketAddr, bytes: &[u8]) {
         if let Err(e) = self.outbox.send(to, bytes) {
-            self.log.always(format_args!("send of {} bytes to {to} failed: {e}", bytes.len()));
+            self.log.warn(format_args!("send of {} bytes to {to} failed: {e}", bytes.len()));
         }
     }
 }
@@ -942,68 +1098,18 @@ fn describe_op(op: &Op) -> String {
     op.to_string()
 }
 
+/// The wallets an operation writes (none for a read or a register).
+fn written_keys(op: &Op) -> Vec<&Key> {
+    match op {
+        Op::Set { key, .. } | Op::Deposit { key, .. } | Op::Withdraw { key, .. } => vec![key],
+        Op::Transfer { from, to, .. } => vec![from, to],
+        Op::Get { .. } | Op::Register { .. } => Vec::new(),
+    }
+}
+
 /// A stable client id for a plain-text client: a hash of its address, top bit set so it
 /// cannot collide with the ids the JSON client draws (which keep it clear).
 fn text_client_id(addr: SocketAddr) -> u64 {
     let digest = crate::hash::sha256(addr.to_string().as_bytes());
     u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) | (1 << 63)
-}
-
-/// Console output with the node id prefix, filtered by verbosity. Dropped-input lines are
-/// rate limited per kind, so a flood of one kind of garbage can neither turn into a flood
-/// of log lines nor hide a different problem.
-struct Log {
-    id: NodeId,
-    verbosity: Verbosity,
-    drops: std::cell::RefCell<HashMap<&'static str, (Instant, u32)>>,
-    /// Dropped datagrams by kind since start (shown in each drop line).
-    dropped_total: std::cell::RefCell<BTreeMap<&'static str, u64>>,
-}
-
-/// Most dropped-datagram lines printed per kind per second.
-const DROP_LINES_PER_SECOND: u32 = 5;
-
-impl Log {
-    fn new(id: NodeId, verbosity: Verbosity) -> Log {
-        Log { id, verbosity, drops: Default::default(), dropped_total: Default::default() }
-    }
-
-    fn always(&self, line: fmt::Arguments) {
-        println!("[{}] {line}", self.id);
-    }
-
-    fn protocol(&self, line: fmt::Arguments) {
-        if self.verbosity >= Verbosity::Normal {
-            self.always(line);
-        }
-    }
-
-    fn verbose(&self, line: fmt::Arguments) {
-        if self.verbosity >= Verbosity::Verbose {
-            self.always(line);
-        }
-    }
-
-    /// Logs a dropped datagram of kind `kind`, at most a few lines per kind per second.
-    fn dropped(&self, kind: &'static str, from: SocketAddr, reason: fmt::Arguments) {
-        let total = {
-            let mut totals = self.dropped_total.borrow_mut();
-            let total = totals.entry(kind).or_insert(0);
-            *total += 1;
-            *total
-        };
-        let mut drops = self.drops.borrow_mut();
-        let (since, count) = drops.entry(kind).or_insert((Instant::now(), 0));
-        if since.elapsed() >= Duration::from_secs(1) {
-            if *count > DROP_LINES_PER_SECOND {
-                let hidden = *count - DROP_LINES_PER_SECOND;
-                self.always(format_args!("({hidden} more dropped datagrams ({kind}) not shown)"));
-            }
-            (*since, *count) = (Instant::now(), 0);
-        }
-        *count += 1;
-        if *count <= DROP_LINES_PER_SECOND {
-            self.always(format_args!("dropped datagram from {from} ({kind}, {total} so far): {reason}"));
-        }
-    }
 }

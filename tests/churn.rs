@@ -62,6 +62,16 @@ impl Resent {
     }
 }
 
+/// Stores a value in a flag when dropped, also while a panic unwinds, so that threads
+/// polling the flag end and the scope that waits for them does not hang.
+struct StoreOnDrop<'a>(&'a AtomicBool, bool);
+
+impl Drop for StoreOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(self.1, Ordering::Relaxed);
+    }
+}
+
 fn addr(cluster: &Cluster, node: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], cluster.ports[node]))
 }
@@ -87,7 +97,8 @@ fn exchange(socket: &UdpSocket, to: SocketAddr, request: &Request) -> Option<Rep
 }
 
 /// One client that comes, registers, deposits [`DEPOSITS`] times and leaves; its
-/// acknowledged deposits.
+/// acknowledged deposits. Like `fba_client`, it talks to one node (see
+/// `a_lagging_node_never_calls_a_live_session_expired` for why that matters).
 fn churn_client(cluster: &Cluster, socket: &UdpSocket, rng: &mut Rng, signed: bool) -> Vec<Acked> {
     let key = signed.then(|| ClientKey::generate().expect("a key").0);
     let id = key.as_ref().map_or(rng.next_u64() >> 1, ClientKey::client_id);
@@ -105,7 +116,6 @@ fn churn_client(cluster: &Cluster, socket: &UdpSocket, rng: &mut Rng, signed: bo
             let amount = Amount::from_cents(1 + rng.below(9_999)).expect("an amount");
             let request =
                 sign(Request::new(id, seq, Op::Deposit { key: wallet, amount }).with_session(session));
-            let to = addr(cluster, rng.below(NODES as u64) as usize);
             let reply = exchange(socket, to, &request).expect("the deposit is answered");
             assert!(reply.outcome.is_ok(), "a fresh deposit is applied: {reply:?}");
             Acked { request, reply }
@@ -171,6 +181,15 @@ fn open_sessions(cluster: &Cluster, count: usize, seed: u64) -> usize {
     answered
 }
 
+/// Node `i`'s database (empty until the node writes one).
+fn db_of(cluster: &Cluster, i: usize) -> BTreeMap<String, String> {
+    let content = cluster.db(i);
+    if content.is_empty() {
+        return BTreeMap::new();
+    }
+    parse_db(&content)
+}
+
 /// Every wallet's balance on every node is the sum of its acknowledged deposits.
 fn check_balances(cluster: &Cluster, acked: &[Acked]) {
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
@@ -180,7 +199,7 @@ fn check_balances(cluster: &Cluster, acked: &[Acked]) {
         }
     }
     let matches = |i: usize| {
-        let db = parse_db(&cluster.db(i));
+        let db = db_of(cluster, i);
         expected.iter().all(|(k, cents)| {
             db.get(k).and_then(|v| Amount::parse(v).ok()).map(Amount::cents) == Some(*cents)
         }) && db.len() == expected.len()
@@ -233,10 +252,11 @@ fn churning_clients_and_resent_requests_are_never_applied_twice() {
                 }
             }
         });
+        let stop_resending = StoreOnDrop(&churning, false); // also if a worker panicked
         for worker in workers {
             worker.join().expect("a churn worker");
         }
-        churning.store(false, Ordering::Relaxed);
+        drop(stop_resending);
         resender.join().expect("the re-sender");
     });
     let acked = acked.into_inner().expect("lock");
@@ -273,4 +293,65 @@ fn churning_clients_and_resent_requests_are_never_applied_twice() {
     for i in 0..NODES {
         eprintln!("node {i}: peak RSS {} KiB", cluster.peak_rss_kb(i).unwrap_or(0));
     }
+}
+
+/// Nodes cache the state of their partition file for 20 ms: a new state certainly holds
+/// after this long.
+const HOOK_CACHE: Duration = Duration::from_millis(100);
+
+/// Rounds of the lagging-node scenario: in each, the request reaches the lagging node
+/// within a few milliseconds of the partition's end, before its next catch-up probe (once
+/// a second) can have caught it up, most of the time; several rounds make that certain.
+const LAG_ROUNDS: u64 = 5;
+
+/// A node that missed the slots in which a session was opened and used (it was cut off)
+/// must not answer a request of that session `session_expired` ("not applied, never will
+/// be"): neither a retransmission of a request the cluster applied, nor the session's next
+/// request. Session ids only grow (a session's id is the count of requests applied when it
+/// opened), so a node can tell a session it has not reached yet from one it evicted.
+#[test]
+fn a_lagging_node_never_calls_a_live_session_expired() {
+    let mut cluster = Cluster::new(NODES, 3);
+    let cuts: Vec<_> = (0..NODES).map(|i| cluster.dir.path().join(format!("cut{i}"))).collect();
+    for (i, cut) in cuts.iter().enumerate() {
+        cluster.start_node_with(i, &[("FBA_NET_PARTITION_FILE", cut.as_os_str())], &[]);
+    }
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let deposit = |client: u64, seq: u64, session: u64| {
+        let op = Op::Deposit {
+            key: Key::new("lag").expect("a key"),
+            amount: Amount::from_cents(100).expect("$1"),
+        };
+        Request::new(client, seq, op).with_session(session)
+    };
+    let mut expired = Vec::new();
+    let mut applied = 0;
+    for client in 1..=LAG_ROUNDS {
+        std::fs::write(&cuts[3], b"cut").expect("partition file");
+        std::thread::sleep(HOOK_CACHE);
+        let register = Request::new(client, 0, Op::Register { nonce: 1 });
+        let session = exchange(&socket, addr(&cluster, 0), &register)
+            .and_then(|r| r.outcome.registered_session())
+            .expect("a session, opened without node 3");
+        let first = exchange(&socket, addr(&cluster, 0), &deposit(client, 1, session)).expect("an answer");
+        assert!(first.outcome.is_ok(), "{first:?}");
+        applied += 1;
+        std::fs::remove_file(&cuts[3]).expect("partition file");
+        std::thread::sleep(Duration::from_millis(30)); // the partition file's cache, and no more
+        for (what, seq) in [("a retransmission of the applied deposit", 1), ("the next deposit", 2)] {
+            let reply =
+                exchange(&socket, addr(&cluster, 3), &deposit(client, seq, session)).expect("an answer");
+            match reply.outcome {
+                Outcome::SessionExpired { .. } => {
+                    expired.push(format!("session {session}: {what} (seq {seq}) -> {:?}", reply.outcome))
+                }
+                ref outcome => applied += usize::from(seq == 2 && outcome.is_ok()),
+            }
+        }
+    }
+    let expected = format!("${applied}");
+    wait_for("every node to apply every acknowledged deposit exactly once", || {
+        (0..NODES).all(|i| db_of(&cluster, i).get("lag") == Some(&expected))
+    });
+    assert!(expired.is_empty(), "node 3, behind, called live sessions expired:\n{}", expired.join("\n"));
 }

@@ -53,6 +53,16 @@ impl Recorder {
     }
 }
 
+/// Stores a value in a flag when dropped, also while a panic unwinds, so that threads
+/// polling the flag end and the scope that waits for them does not hang.
+struct StoreOnDrop<'a>(&'a AtomicBool, bool);
+
+impl Drop for StoreOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(self.1, Ordering::Relaxed);
+    }
+}
+
 /// A random operation; amounts are whole dollars, so every balance is a multiple of 100.
 fn random_op(rng: &mut Rng) -> WalletOp {
     let pair = PAIRS[rng.below(2) as usize];
@@ -170,8 +180,9 @@ fn client_histories_under_kill_pause_and_partition_are_linearizable() {
                 s.spawn(move || client_loop(i, ports, recorder, stop))
             })
             .collect();
+        let stop_clients = StoreOnDrop(&stop, true); // also if a fault step panics
         inject_faults(&mut cluster, &cuts);
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_clients);
         for client in clients {
             client.join().expect("a client thread");
         }

@@ -131,13 +131,26 @@ impl Hosts {
         wait_for(&format!("host {h} to listen"), || self.log(h).contains("listening on"));
     }
 
-    /// `fba_client` run on host `h` against its own node.
+    /// `fba_client --key KEY` run on host `h` against its own node (a keyed cluster takes
+    /// only signed requests).
     fn client(&self, h: usize, command: &[&str]) -> std::process::Output {
+        let home = self.dir.path().join("client-home");
+        let key = home.join("client.key");
+        if !key.exists() {
+            let out = Command::new(client_bin())
+                .arg("keygen")
+                .env("FBA_CLIENT_HOME", &home)
+                .output()
+                .expect("keygen");
+            assert!(out.status.success(), "client keygen: {}", String::from_utf8_lossy(&out.stderr));
+        }
         Command::new("ip")
             .args(["netns", "exec", &self.ns(&format!("h{h}"))])
             .arg(client_bin())
-            .args([&PORT.to_string(), "--host", &self.addr(h)])
+            .args([&PORT.to_string(), "--host", &self.addr(h), "--key"])
+            .arg(&key)
             .args(command)
+            .env("FBA_CLIENT_HOME", &home)
             .output()
             .expect("client runs")
     }

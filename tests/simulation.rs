@@ -5,7 +5,8 @@
 //! termination; see [`sim`]. The `random_*` tests run seeded random scenarios over the
 //! three fixed topologies (seed `s` uses `Topology::ALL[s % 3]`) and over random asymmetric
 //! configurations with one Byzantine node; the attacker and restart-storm tests run
-//! targeted scenarios. `FBA_SIM_SCALE=k` multiplies the number of runs of all of them. A
+//! targeted scenarios, and the griefing-leader test compares throughput in slots per
+//! simulated second (deterministic, so it may be asserted). `FBA_SIM_SCALE=k` multiplies the number of runs of all of them. A
 //! failing run prints its seed, scenario, the tail of its event trace, and the command
 //! replaying it, e.g.
 //!
@@ -59,8 +60,8 @@ fn run_all(scenarios: impl Iterator<Item = Scenario>, live: bool) -> Vec<Outcome
 }
 
 /// Random runs per `random_*` test of `topology`, before scaling: each test takes a few
-/// seconds (5,800 random runs, plus about 650 targeted ones in the named tests: about
-/// 22 s on two cores).
+/// seconds (5,800 random runs, plus about 700 targeted ones in the named tests and 20
+/// throughput runs of 120 slots: about 25 s on two cores).
 fn runs_per_test(topology: Topology) -> u64 {
     match topology {
         Topology::Four => 1_000,
@@ -560,5 +561,62 @@ fn beyond_the_fault_bound_honest_nodes_still_say_nothing_insane() {
             scenario = scenario.network(network).timeouts(hasty(30));
         }
         scenario
+    });
+}
+
+// ----- Griefing nomination leaders ------------------------------------------------------------
+
+/// Slots of a throughput run: enough for a griefing leader to lead a few dozen of them.
+const THROUGHPUT_SLOTS: u64 = 120;
+
+/// The attackers that grief nomination as round leaders, with their names.
+const GRIEFERS: [(&str, Behaviour); 4] = [
+    ("equivocating leader", Behaviour::EquivocatingLeader),
+    ("invalid-value leader", Behaviour::InvalidLeader),
+    ("mute leader", Behaviour::MuteLeader),
+    ("silent, unreported", Behaviour::Crash(None)),
+];
+
+/// Slots decided per simulated second on four nodes (threshold 3) in a calm run of
+/// [`THROUGHPUT_SLOTS`] slots in which `byzantine` behaves as `behaviour`; the honest
+/// nodes are told from the start that a node that never starts is silent if
+/// `silent_known`. Every correct node must decide every slot.
+fn throughput(
+    test: &'static str,
+    seed: u64,
+    byzantine: u64,
+    behaviour: Behaviour,
+    silent_known: bool,
+) -> f64 {
+    let scenario = Scenario::calm(Topology::Four, seed)
+        .slots(THROUGHPUT_SLOTS)
+        .fault(byzantine, behaviour)
+        .silent_known(silent_known)
+        .replayed_by(test);
+    let outcome = run(scenario, replay_seed().is_some());
+    assert!(outcome.is_ok(), "{}", outcome.report());
+    outcome.slots_per_second()
+}
+
+#[test]
+fn a_griefing_nomination_leader_keeps_half_the_throughput_of_a_silent_member() {
+    // Simulated time is deterministic: these are properties of the protocol, not timings.
+    const TEST: &str = "a_griefing_nomination_leader_keeps_half_the_throughput_of_a_silent_member";
+    for seed in seeds(0..4) {
+        let byzantine = 3000 + seed % 4;
+        let baseline = throughput(TEST, seed, byzantine, Behaviour::Crash(None), true);
+        eprintln!("seed {seed}: {byzantine} silent and reported: {baseline:.1} slots/s");
+        for (name, behaviour) in GRIEFERS {
+            let rate = throughput(TEST, seed, byzantine, behaviour, false);
+            eprintln!("seed {seed}: {byzantine} {name}: {rate:.1} slots/s ({:.0}%)", 100.0 * rate / baseline);
+            assert!(rate >= baseline / 2.0, "seed {seed}, {name}: {rate:.1} slots/s against {baseline:.1}");
+        }
+    }
+}
+
+#[test]
+fn griefing_nomination_leaders_cannot_split_or_stall() {
+    named("griefing_nomination_leaders_cannot_split_or_stall", scaled(45), |seed| {
+        attacked(seed, GRIEFERS[seed as usize % 3].1.clone())
     });
 }

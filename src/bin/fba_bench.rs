@@ -7,9 +7,14 @@
 //! it measures a cluster that is already running instead. It prints a progress line, then
 //! throughput and latency percentiles, and the same run's floor: one loopback UDP round
 //! trip and one atomic fsynced file write. `--json` prints the result as JSON.
+//!
+//! It never waits for hours on a dead cluster: `--target` nodes are first asked for their
+//! status (a few tries over about three seconds; if none answers it exits 1 with
+//! `fba_bench: no answer from HOST:PORT (is the cluster running?)`), and a run in which no
+//! request succeeds for [`STALL`] stops with an error (exit 1).
 
 use clap::Parser;
-use fba::client::Client;
+use fba::client::{status, Client};
 use fba::rng::Rng;
 use fba::wallet::{Amount, Key, Op};
 use serde::Serialize;
@@ -20,6 +25,13 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A run in which no request succeeds for this long is stopped.
+const STALL: Duration = Duration::from_secs(10);
+/// Status requests sent to each `--target` before the run, one per [`PREFLIGHT_WAIT`].
+const PREFLIGHT_ATTEMPTS: u32 = 3;
+/// How long each status request of the pre-flight check waits for its answer.
+const PREFLIGHT_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Parser, Debug)]
 #[command(name = "fba_bench", version, about = "Benchmark an fba cluster")]
@@ -273,55 +285,106 @@ fn random_op(rng: &mut Rng, keys: u64) -> Op {
     }
 }
 
-/// Runs the clients; returns every latency in microseconds and the number of failures.
-fn run_clients(args: &Args, targets: &[SocketAddr]) -> (Vec<u64>, u64, Duration) {
-    let issued = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
+/// The targets that answer a status request (asked in parallel); an error naming them
+/// all if none does.
+fn preflight(targets: &[SocketAddr]) -> Result<Vec<SocketAddr>, String> {
+    let answers: Vec<bool> = std::thread::scope(|scope| {
+        let asks: Vec<_> = targets
+            .iter()
+            .map(|t| scope.spawn(move || status::query(*t, PREFLIGHT_WAIT, PREFLIGHT_ATTEMPTS).is_ok()))
+            .collect();
+        asks.into_iter().map(|ask| ask.join().unwrap_or(false)).collect()
+    });
+    let (up, down): (Vec<_>, Vec<_>) = targets.iter().zip(answers).partition(|(_, ok)| *ok);
+    let names = |list: &[(&SocketAddr, bool)]| list.iter().map(|(t, _)| t.to_string()).collect::<Vec<_>>();
+    if up.is_empty() {
+        return Err(format!("no answer from {} (is the cluster running?)", names(&down).join(", ")));
+    }
+    if !down.is_empty() {
+        eprintln!("fba_bench: no answer from {}; running against the others", names(&down).join(", "));
+    }
+    Ok(up.into_iter().map(|(t, _)| *t).collect())
+}
+
+/// Counts of the run so far, shared by the clients and the watcher.
+#[derive(Default)]
+struct Counts {
+    /// Requests handed out.
+    issued: AtomicU64,
+    /// Requests finished (answered or given up).
+    done: AtomicU64,
+    /// Requests answered.
+    succeeded: AtomicU64,
+}
+
+/// Prints progress until every request is done; an error if none succeeds for [`STALL`].
+fn watch(counts: &Counts, total: u64, started: Instant) -> Result<(), String> {
+    let mut last = (0, Instant::now());
+    loop {
+        let (done, ok) = (counts.done.load(Ordering::Relaxed), counts.succeeded.load(Ordering::Relaxed));
+        if done >= total {
+            eprintln!();
+            return Ok(());
+        }
+        if ok != last.0 {
+            last = (ok, Instant::now());
+        } else if last.1.elapsed() >= STALL {
+            eprintln!();
+            return Err(format!(
+                "no request succeeded for {} s ({done}/{total} done): is the cluster still running?",
+                STALL.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let rate = done as f64 / started.elapsed().as_secs_f64();
+        eprint!("\r{done}/{total} requests, {rate:.0}/s   ");
+    }
+}
+
+/// Runs the clients; returns every latency in microseconds and the number of failures, or
+/// an error if the run stalled.
+fn run_clients(args: &Args, targets: &[SocketAddr]) -> Result<(Vec<u64>, u64, Duration), String> {
+    let counts = Arc::new(Counts::default());
     let started = Instant::now();
     let handles: Vec<_> = (0..args.clients)
         .map(|c| {
-            let (issued, done, target, total, keys) = (
-                Arc::clone(&issued),
-                Arc::clone(&done),
-                targets[c % targets.len()],
-                args.requests,
-                args.keys,
-            );
+            let (counts, target, total, keys) =
+                (Arc::clone(&counts), targets[c % targets.len()], args.requests, args.keys);
+            let signed = args.authenticated;
             std::thread::spawn(move || {
                 let mut rng = Rng::new(c as u64 + 1);
                 let mut latencies = Vec::new();
                 let mut failed = 0;
-                let Ok(mut client) = Client::new(target) else { return (latencies, total) };
+                // Authenticated clusters take only signed requests: each client its own key.
+                let client = match signed {
+                    true => fba::wallet::ClientKey::generate()
+                        .ok()
+                        .and_then(|(key, _)| Client::with_key(target, key).ok()),
+                    false => Client::new(target).ok(),
+                };
+                let Some(mut client) = client else { return (latencies, total) };
                 client.timeout = Duration::from_millis(1000);
                 client.attempts = 30;
                 // Open the session before the clock starts (a failure shows in the first call).
                 let _ = client.register();
-                while issued.fetch_add(1, Ordering::Relaxed) < total {
+                while counts.issued.fetch_add(1, Ordering::Relaxed) < total {
                     let op = random_op(&mut rng, keys);
                     let start = Instant::now();
                     match client.call(op) {
-                        Ok(_) => latencies.push(start.elapsed().as_micros() as u64),
+                        Ok(_) => {
+                            latencies.push(start.elapsed().as_micros() as u64);
+                            counts.succeeded.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(_) => failed += 1,
                     }
-                    done.fetch_add(1, Ordering::Relaxed);
+                    counts.done.fetch_add(1, Ordering::Relaxed);
                 }
                 (latencies, failed)
             })
         })
         .collect();
-    let progress = {
-        let done = Arc::clone(&done);
-        let total = args.requests;
-        std::thread::spawn(move || {
-            while done.load(Ordering::Relaxed) < total {
-                std::thread::sleep(Duration::from_millis(500));
-                let n = done.load(Ordering::Relaxed);
-                let rate = n as f64 / started.elapsed().as_secs_f64();
-                eprint!("\r{n}/{total} requests, {rate:.0}/s   ");
-            }
-            eprintln!();
-        })
-    };
+    // On a stall the client threads are left behind: the process exits without them.
+    watch(&counts, args.requests, started)?;
     let mut all = Vec::new();
     let mut failed = 0;
     for h in handles {
@@ -329,9 +392,7 @@ fn run_clients(args: &Args, targets: &[SocketAddr]) -> (Vec<u64>, u64, Duration)
         all.extend(lat);
         failed += f;
     }
-    let elapsed = started.elapsed();
-    let _ = progress.join();
-    (all, failed, elapsed)
+    Ok((all, failed, started.elapsed()))
 }
 
 fn main() -> ExitCode {
@@ -352,7 +413,13 @@ fn main() -> ExitCode {
             }
         }
     } else {
-        (None, args.targets.clone(), std::env::temp_dir())
+        match preflight(&args.targets) {
+            Ok(up) => (None, up, std::env::temp_dir()),
+            Err(e) => {
+                eprintln!("fba_bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     };
     let floor = match (udp_round_trip(), fsynced_write(&floor_dir)) {
         (Ok(rtt), Ok(write)) => Floor {
@@ -365,7 +432,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (mut latencies, failed, elapsed) = run_clients(&args, &targets);
+    let (mut latencies, failed, elapsed) = match run_clients(&args, &targets) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("fba_bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let max_node_rss_kib =
         _cluster.as_ref().map_or(0, |c| c.children.iter().map(|ch| peak_rss_kib(ch.id())).max().unwrap_or(0));
     latencies.sort_unstable();
@@ -397,8 +470,8 @@ fn main() -> ExitCode {
         println!(
             "{} nodes ({} down{}), {} clients: {} requests in {:.2} s = {:.0} requests/s ({} failed)",
             report.nodes,
-            if report.authenticated { ", authenticated" } else { "" },
             report.down,
+            if report.authenticated { ", authenticated" } else { "" },
             report.clients,
             report.requests,
             report.seconds,

@@ -7,6 +7,10 @@
 //!
 //! `fba_client keygen [--out FILE]` creates a client key; `--key FILE` signs with it.
 //!
+//! `fba_client PORT status [--all] [--json]` asks the node (`--all`: every node it names as
+//! a peer, and every `--peer`) for its status ([`fba::client::status`]); exit 0 when every
+//! node asked answered, 3 otherwise.
+//!
 //! The client keeps its identity, session, next sequence number and the request whose
 //! reply has not come in a state file ([`fba::client::state`]), written before a request
 //! is first sent; a re-run first resends that request, unchanged, so a command whose
@@ -22,12 +26,12 @@
 use clap::Parser;
 use fba::client::keyfile;
 use fba::client::state::{ClientState, Pending, StateFile};
-use fba::client::{self as lib, Client, ClientError, Progress, ASSIGNMENT_REQUESTS};
+use fba::client::{self as lib, status, Client, ClientError, Progress, ASSIGNMENT_REQUESTS};
 use fba::quorum::NodeId;
 use fba::wallet::{parse_text, ClientKey, Op, Outcome, Reply, Request, TEXT_CLIENT_BIT};
 use serde_json::{json, Map, Value};
 use std::ffi::OsString;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,9 +48,18 @@ const EXIT_UNKNOWN: u8 = 3;
 /// A node answered that it cannot reach a quorum: nothing was applied.
 const EXIT_UNAVAILABLE: u8 = 4;
 
+/// How many times a request is sent to each node, by default.
+const DEFAULT_ATTEMPTS: u32 = 20;
+/// How many times a status request is sent to each node, by default.
+const STATUS_ATTEMPTS: u32 = 4;
+
 const AFTER_HELP: &str = "\
 Commands: set KEY AMOUNT | deposit KEY AMOUNT | withdraw KEY AMOUNT | transfer FROM TO AMOUNT | \
 get KEY | KEY:AMOUNT. Options go before the command.
+
+`fba_client PORT status [--all] [--json]` shows the node's slot, ledger hash, lag, quorum, pool, \
+requests/s, uptime and peers; `--all` asks every node it can reach (the node's peers and any \
+--peer) and prints one table. Exit 0 when every node asked answered, 3 otherwise.
 
 `fba_client keygen [--out FILE]` creates a client key (default $FBA_CLIENT_HOME/client.key; \
 FBA_CLIENT_HOME defaults to ~/.fba); `--key FILE` signs every request with it.
@@ -82,9 +95,10 @@ struct Args {
     /// Milliseconds to wait for a reply before sending the request again.
     #[arg(long, default_value_t = 500)]
     timeout_ms: u64,
-    /// How many times to send a request to each node before giving up.
-    #[arg(long, default_value_t = 20)]
-    attempts: u32,
+    /// How many times to send a request to each node before giving up [default: 20; 4 for
+    /// status].
+    #[arg(long)]
+    attempts: Option<u32>,
     /// Sign every request with this key (from `fba_client keygen`); its state is FILE.state.
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
@@ -131,6 +145,9 @@ fn main() -> ExitCode {
         )));
     }
     let args = Args::parse_from(argv);
+    if args.command.first().is_some_and(|word| word == "status") {
+        return ExitCode::from(status(&args));
+    }
     let out = Output { json: args.json };
     ExitCode::from(match Run::start(&args, &out) {
         Ok(mut run) => {
@@ -161,6 +178,59 @@ fn keygen(args: KeygenArgs) -> u8 {
         }
         Err(e) => out.usage(&e.to_string()),
     }
+}
+
+/// `status [--all] [--json]`: asks one node, or every node, and prints what they say.
+fn status(args: &Args) -> u8 {
+    let mut out = Output { json: args.json };
+    let mut all = false;
+    for word in &args.command[1..] {
+        match word.as_str() {
+            "--all" | "-a" => all = true,
+            "--json" => out.json = true,
+            other => {
+                return out.usage(&format!("status: unexpected {other:?} (status takes --all and --json)"))
+            }
+        }
+    }
+    let servers = match servers(args) {
+        Ok(servers) => servers,
+        Err(e) => return out.usage(&e.to_string()),
+    };
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let attempts = args.attempts.unwrap_or(STATUS_ATTEMPTS).max(1);
+    let probes = if all {
+        status::survey(servers[0], &servers[1..], timeout, attempts)
+    } else {
+        let result = status::query(servers[0], timeout, attempts).map_err(|e| e.to_string());
+        vec![status::Probe { address: servers[0], id: None, result }]
+    };
+    for probe in probes.iter().filter(|p| !p.answered()) {
+        if let Err(e) = &probe.result {
+            eprintln!("fba_client: status of {}: {e}", probe.address);
+        }
+    }
+    print_status(&out, all, &probes);
+    if probes.iter().all(status::Probe::answered) {
+        EXIT_OK
+    } else {
+        EXIT_UNKNOWN
+    }
+}
+
+/// Prints the probes: a table (`--all`) or one node's lines; `--json`: an array or one object.
+fn print_status(out: &Output, all: bool, probes: &[status::Probe]) {
+    let text = match (out.json, all) {
+        (true, true) => format!("{}\n", Value::Array(probes.iter().map(status::to_json).collect())),
+        (true, false) => probes.iter().map(|p| format!("{}\n", status::to_json(p))).collect(),
+        (false, true) => status::table(probes),
+        (false, false) => {
+            probes.iter().filter_map(|p| p.result.as_ref().ok()).map(status::describe).collect()
+        }
+    };
+    // A reader that went away (`| head`) is not an error worth a panic.
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
 }
 
 /// Where output goes: human lines, or one JSON object per reply (`--json`). Errors and
@@ -263,7 +333,7 @@ impl Run {
         let key_client = key.as_ref().map(ClientKey::client_id);
         let mut client = Client::with_servers(servers, key).map_err(|e| out.usage(&e.to_string()))?;
         client.timeout = Duration::from_millis(args.timeout_ms.max(1));
-        client.attempts = args.attempts.max(1);
+        client.attempts = args.attempts.unwrap_or(DEFAULT_ATTEMPTS).max(1);
         client.on_progress(progress_printer());
         let mode = identity(args, &mut client, key_client).map_err(|e| out.usage(&e))?;
         Ok(Run { client, mode, commands, answered: 0, exit: EXIT_OK })

@@ -5,8 +5,8 @@
 //! `fba_server check-quorum FILE...` checks a network's quorum intersection.
 //! Exit codes: 0 success, 1 failure (or a counter-example), 2 usage error.
 
-use clap::Parser;
-use fba::config::{NodeSpec, ServerArgs};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use fba::config::{ConfigError, NodeSpec, ServerArgs};
 use fba::keys::{self, KeyFile, KeygenNode};
 use fba::quorum::intersection::{self, Intersection, Network};
 use fba::quorum::NodeId;
@@ -57,14 +57,27 @@ fn main() -> ExitCode {
         Some("check-quorum") => check_quorum(CheckQuorumArgs::parse_from(
             std::iter::once("fba_server check-quorum".into()).chain(rest()),
         )),
-        _ => node(ServerArgs::parse_from(args)),
+        _ => node(args),
     }
 }
 
+/// The node's options: the command line (a usage error exits with clap's message and
+/// code 2) over the `--config` file.
+fn node_args(argv: Vec<OsString>) -> Result<ServerArgs, ConfigError> {
+    let matches = ServerArgs::command().get_matches_from(argv);
+    let args = ServerArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    args.merge_config_file(&matches)
+}
+
 /// Runs one node (or `--verify`).
-fn node(args: ServerArgs) -> ExitCode {
+fn node(argv: Vec<OsString>) -> ExitCode {
+    let args = match node_args(argv) {
+        Ok(args) => args,
+        Err(e) => return fail("fba_server", e),
+    };
     if args.verify {
-        return match fba::server::verify(&args.data_dir, args.port) {
+        let Some(port) = args.port else { return fail("fba_server", ConfigError::NoPort) };
+        return match fba::server::verify(&args.data_dir, port) {
             Ok(report) => {
                 println!("{report}");
                 ExitCode::SUCCESS
@@ -84,7 +97,8 @@ fn node(args: ServerArgs) -> ExitCode {
     }
     match fba::server::run(config, stop_rx) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail("fba_server", e),
+        // The node logged why it stopped (on stderr).
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

@@ -24,10 +24,18 @@
 //! The round's leaders are the neighbours of highest priority; leaders accumulate over
 //! rounds, and a round that would add no new leader is skipped. Neighbours the shell
 //! reports as silent are left out ([`crate::scp::Node::set_unresponsive`]): a crashed
-//! leader would otherwise cost each slot it leads a round timeout. From a leader's NOMINATE a
-//! node adopts the valid value, not yet voted, with the highest
-//! `H(V=3, slot, round, value)`, preferring values the leader already accepted.
+//! leader would otherwise cost each slot it leads a round timeout. So are, in the first
+//! rounds, nodes barred for wasting a round they led (see `leaders.rs`): when a round
+//! times out with Z empty, each leader of it (the local node included) that put forward
+//! no value in our Y is judged to have offended, and barred from leading the first rounds
+//! of the next slots; within the slot at hand it stays a leader (leaders only accumulate).
+//! From a leader's NOMINATE a node adopts the valid value, not yet voted, with the highest
+//! `H(V=3, slot, round, value)`, preferring values the leader already accepted. A node
+//! that is a leader votes for its own value when it has voted for nothing else, and again
+//! when it enters a round after a timeout, so that an honest leader drives that round
+//! with its own value rather than echo what a griefing leader fed it.
 
+use super::leaders::PENALTY_ROUNDS;
 use super::slot::{federated_accept, federated_ratify, Latest};
 use super::{
     Ctx, Pledges, Rejection, Statement, TimerId, Value, MAX_NOMINATION_BYTES, MAX_NOMINATION_VALUES,
@@ -73,6 +81,9 @@ pub(crate) struct Nomination {
     candidates: BTreeSet<Value>,
     /// Leaders of this and all earlier rounds.
     leaders: BTreeSet<NodeId>,
+    /// Leaders already judged at a round timeout: each is judged once per slot, at the
+    /// end of the first round it led.
+    judged: BTreeSet<NodeId>,
     /// N: the latest NOMINATE of each node, our own included.
     latest: Latest,
 }
@@ -90,21 +101,32 @@ impl Nomination {
         self.latest.keys().any(|n| *n != me)
     }
 
-    /// `nominate(value)` (draft §3.4): start nomination, or on a timeout move to the next
-    /// round. A call while nomination runs without a timeout only adds our own value.
-    /// Returns a new composite value if the candidate set grew.
+    /// `nominate(value)` (draft §3.4): start nomination, or on a timeout (the round ended
+    /// with Z empty) judge the round's leaders and move to the next round. A call while
+    /// nomination runs without a timeout only adds our own value. Returns a new composite
+    /// value if the candidate set grew.
     pub fn nominate(&mut self, ctx: &mut Ctx, own: Option<Value>, timed_out: bool) -> Option<Value> {
         if !self.candidates.is_empty() || self.stopped || (timed_out && !self.started) {
             return None;
         }
         if self.started && !timed_out {
-            self.vote_own_value(ctx, own);
+            self.vote_own_value(ctx, own, false);
             return self.after_own_change(ctx);
         }
+        if timed_out {
+            self.judge_leaders(ctx);
+        }
+        self.start_round(ctx, own, timed_out);
+        self.after_own_change(ctx)
+    }
+
+    /// Starts the next round (draft §3.4): computes its leaders, votes for our own value
+    /// if we lead, adopts one new value from each leader's NOMINATE, arms the round timer.
+    fn start_round(&mut self, ctx: &mut Ctx, own: Option<Value>, timed_out: bool) {
         self.started = true;
         self.round += 1;
         self.update_round_leaders(ctx);
-        self.vote_own_value(ctx, own);
+        self.vote_own_value(ctx, own, timed_out);
         let adopted: Vec<Value> = self
             .leaders
             .iter()
@@ -113,20 +135,44 @@ impl Nomination {
             .collect();
         self.votes.extend(adopted);
         ctx.arm(TimerId::Nomination(ctx.slot), ctx.config.timeouts.nomination(self.round));
-        self.after_own_change(ctx)
     }
 
-    /// A leader votes for its own value while it has voted for nothing else (stellar-core #3525).
-    fn vote_own_value(&mut self, ctx: &Ctx, own: Option<Value>) {
+    /// A leader votes for its own value (added to X) while it has voted for nothing else
+    /// (stellar-core #3525), and, on entering a round after a timeout, whatever else it
+    /// voted for: the values it echoed led nowhere, so it offers its own.
+    fn vote_own_value(&mut self, ctx: &Ctx, own: Option<Value>, timed_out: bool) {
         if let Some(v) = own {
             if self.leaders.contains(&ctx.config.node)
-                && self.votes.is_empty()
+                && (self.votes.is_empty() || timed_out)
                 && !self.stopped
                 && self.fits(&v)
             {
                 self.votes.insert(v);
             }
         }
+    }
+
+    /// A round timed out with Z empty: every leader not yet judged this slot, ourselves
+    /// included (so that every honest node keeps the same book), that put forward no value
+    /// in our Y has offended (`leaders.rs`), and is barred from leading the first rounds
+    /// of the next slots.
+    fn judge_leaders(&mut self, ctx: &mut Ctx) {
+        let unjudged: Vec<NodeId> = self.leaders.difference(&self.judged).copied().collect();
+        for leader in unjudged {
+            self.judged.insert(leader);
+            if !self.offered_accepted_value(leader) {
+                ctx.leadership.penalties.offence(leader, ctx.slot);
+            }
+        }
+    }
+
+    /// Did `leader`'s latest NOMINATE vote for or accept a value we accepted (Y)? Y holds
+    /// only valid values that one of our quorums voted for or accepted, or one of our
+    /// v-blocking sets accepted.
+    fn offered_accepted_value(&self, leader: NodeId) -> bool {
+        self.latest
+            .get(&leader)
+            .is_some_and(|st| st.pledges.values().into_iter().any(|v| self.accepted.contains(v)))
     }
 
     /// Records a peer's NOMINATE; once nomination runs, adopts a leader's value and
@@ -257,20 +303,20 @@ impl Nomination {
         best(accepted).or_else(|| best(voted))
     }
 
-    /// Adds the highest-priority neighbours of the current round to the leaders, moving
-    /// on to further rounds while a round would add nobody new.
+    /// Adds the highest-priority eligible neighbours of the current round (neither silent
+    /// nor, in the first rounds, barred) to the leaders, moving on to further rounds while
+    /// a round would add nobody new.
     fn update_round_leaders(&mut self, ctx: &Ctx) {
         let qset = &ctx.config.quorum_set;
-        let all = qset.nodes();
-        let live: BTreeSet<NodeId> = all.difference(ctx.unresponsive).copied().collect();
-        let neighbours = if live.is_empty() { all } else { live };
-        for _ in 0..=neighbours.len() {
+        for _ in 0..=qset.nodes().len() + PENALTY_ROUNDS as usize {
+            let eligible = ctx.leadership.eligible(qset, ctx.slot, self.round);
             let scored: Vec<(u64, NodeId)> =
-                neighbours.iter().map(|&n| (priority(ctx.slot, self.round, n, qset.weight(n)), n)).collect();
+                eligible.iter().map(|&n| (priority(ctx.slot, self.round, n, qset.weight(n)), n)).collect();
             let top = scored.iter().map(|(p, _)| *p).max().unwrap_or(0);
             let before = self.leaders.len();
             self.leaders.extend(scored.iter().filter(|(p, _)| *p == top && top > 0).map(|(_, n)| *n));
-            if self.leaders.len() > before || self.leaders.len() == neighbours.len() {
+            let all_lead = eligible.is_subset(&self.leaders) && self.round > PENALTY_ROUNDS;
+            if self.leaders.len() > before || all_lead {
                 return;
             }
             self.round += 1;

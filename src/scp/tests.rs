@@ -661,3 +661,166 @@ fn a_laggard_carried_by_externalize_statements_commits_a_real_ballot() {
         assert_ne!(commit, INFINITE_COUNTER, "{pledges:?}");
     }
 }
+
+// ----- Griefing nomination leaders ----------------------------------------------------------
+//
+// A leader whose round times out with none of its values in our Y offends and is barred
+// from leading the first rounds of the next slots (src/scp/leaders.rs). In core5 two
+// nodes are v-blocking, so at most one node is barred at a time.
+
+use leaders::{bar, LeaderPenalties};
+
+/// The nodes of core5 ranked by priority in `round` of `slot`, highest first.
+fn ranked(slot: SlotIndex, round: u32) -> Vec<NodeId> {
+    let q = qset();
+    let mut r: Vec<(u64, NodeId)> =
+        q.nodes().into_iter().map(|n| (nomination::priority(slot, round, n, q.weight(n)), n)).collect();
+    r.sort_unstable_by(|a, b| b.cmp(a));
+    r.into_iter().filter(|(p, _)| *p > 0).map(|(_, n)| n).collect()
+}
+
+/// A slot whose round-1 leader is a peer and whose round-2 leader, that peer left out,
+/// is this node; and that peer.
+fn slot_led_by_a_peer_then_by_me() -> (SlotIndex, NodeId) {
+    (1..10_000)
+        .find_map(|s| {
+            let leader = *ranked(s, 1).first()?;
+            let next = ranked(s, 2).into_iter().find(|&n| n != leader)?;
+            (leader != ME && next == ME).then_some((s, leader))
+        })
+        .expect("such a slot exists")
+}
+
+fn node_at(slot: SlotIndex) -> Node<MaxApp> {
+    Node::new(Config::new(ME, qset()), MaxApp, slot).expect("sane config")
+}
+
+fn nominate_at(slot: SlotIndex, node: NodeId, voted: &[Value]) -> Statement {
+    nominate(node, voted, &[]).at_slot(slot)
+}
+
+/// Fires the nomination timer of `slot` one round-1 timeout after `T0`.
+fn time_out(n: &mut Node<MaxApp>, slot: SlotIndex) -> Vec<Output> {
+    let at = T0 + Timeouts::default().nomination(1);
+    n.handle(at, Input::Timer(TimerId::Nomination(slot))).expect("timer")
+}
+
+#[test]
+fn offences_bar_a_node_for_doubling_spans_and_are_forgiven_slowly() {
+    let mut p = LeaderPenalties::default();
+    let q = qset();
+    p.offence(PEERS[0], 100);
+    assert_eq!(p.level(PEERS[0], 100), 1);
+    assert!(p.barred(&q, 100, 1).contains(&PEERS[0]), "barred in the offending slot already");
+    assert!(p.barred(&q, 100 + bar(1), 2).contains(&PEERS[0]));
+    assert!(p.barred(&q, 101 + bar(1), 1).is_empty(), "the bar is over");
+    assert!(p.barred(&q, 101, PENALTY_ROUNDS + 1).is_empty(), "later rounds are open to all");
+    p.offence(PEERS[0], 120);
+    assert_eq!((p.level(PEERS[0], 120), bar(2)), (2, 2 * BASE_BAR));
+    assert!(p.barred(&q, 120 + bar(2), 1).contains(&PEERS[0]));
+    // One level forgiven per FORGIVE_AFTER slots without an offence.
+    assert_eq!(p.level(PEERS[0], 120 + FORGIVE_AFTER - 1), 2);
+    assert_eq!(p.level(PEERS[0], 120 + FORGIVE_AFTER), 1);
+    assert_eq!(p.level(PEERS[0], 120 + 2 * FORGIVE_AFTER), 0);
+    // Bars stop doubling at MAX_LEVEL.
+    (0..2 * MAX_LEVEL as u64).for_each(|k| p.offence(PEERS[1], 1000 + k));
+    assert_eq!(p.level(PEERS[1], 1100), MAX_LEVEL);
+    assert_eq!(bar(MAX_LEVEL + 5), bar(MAX_LEVEL));
+}
+
+#[test]
+fn barred_nodes_never_make_a_v_blocking_set() {
+    let mut p = LeaderPenalties::default();
+    p.offence(PEERS[0], 10);
+    p.offence(PEERS[1], 10);
+    p.offence(PEERS[1], 11);
+    // Two nodes are v-blocking in core5: only the worse offender is barred.
+    assert_eq!(p.barred(&qset(), 12, 1), [PEERS[1]].into());
+    p.offence(PEERS[0], 12);
+    p.offence(PEERS[0], 13);
+    assert_eq!(p.barred(&qset(), 14, 1), [PEERS[0]].into(), "highest level, then latest offence");
+}
+
+#[test]
+fn a_barred_leader_is_passed_over_in_the_first_rounds_only() {
+    // A slot whose round-1 leader is a peer, with this node next in line.
+    let (slot, leader) = (1..10_000)
+        .find_map(|s| match ranked(s, 1)[..] {
+            [first, ME, ..] if first != ME => Some((s, first)),
+            _ => None,
+        })
+        .expect("such a slot exists");
+    let propose = |barred: bool| {
+        let mut n = node_at(slot);
+        if barred {
+            n.leadership.penalties.offence(leader, slot - 1);
+            assert_eq!(n.barred_leaders(), [leader].into());
+        }
+        let out = n.handle(T0, Input::Propose(x())).expect("valid proposal");
+        broadcasts(&out).into_iter().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(propose(false), vec![], "not a leader: waits for {leader}'s value");
+    assert_eq!(propose(true), vec![Pledges::Nominate { voted: [x()].into(), accepted: [].into() }]);
+    let mut p = LeaderPenalties::default();
+    p.offence(leader, slot - 1);
+    assert!(p.barred(&qset(), slot, PENALTY_ROUNDS + 1).is_empty(), "later rounds: everyone may lead");
+}
+
+#[test]
+fn a_leader_that_sends_nothing_offends_when_its_round_times_out() {
+    let (slot, leader) = slot_led_by_a_peer_then_by_me();
+    let mut n = node_at(slot);
+    n.handle(T0, Input::Propose(x())).expect("valid proposal");
+    assert_eq!(n.leadership.penalties.level(leader, slot), 0);
+    time_out(&mut n, slot);
+    assert_eq!(n.leadership.penalties.level(leader, slot), 1);
+    assert!(n.barred_leaders().contains(&leader));
+    // Judged once per slot: later timeouts of the same slot add nothing.
+    let later = T0 + Timeouts::default().nomination(1) + Timeouts::default().nomination(2);
+    n.handle(later, Input::Timer(TimerId::Nomination(slot))).expect("timer");
+    assert_eq!(n.leadership.penalties.level(leader, slot), 1);
+}
+
+#[test]
+fn a_leader_giving_each_node_its_own_value_offends_and_an_honest_leader_takes_over() {
+    let (slot, leader) = slot_led_by_a_peer_then_by_me();
+    let mut n = node_at(slot);
+    n.handle(T0, Input::Propose(x())).expect("valid proposal");
+    // The leader tells us y; each other peer echoes the value it was told.
+    feed(&mut n, nominate_at(slot, leader, &[y()]));
+    let told = |k: u8| Value::new([b'j', k]);
+    for (k, peer) in PEERS.iter().filter(|&&p| p != leader).enumerate() {
+        feed(&mut n, nominate_at(slot, *peer, &[told(k as u8)]));
+    }
+    assert_eq!(n.own_statements(slot), vec![nominate(ME, &[y()], &[]).at_slot(slot)], "echoes y");
+    // Round 1 times out, y unaccepted: the leader offends. We lead round 2 and offer our
+    // own value beside the one we echoed.
+    let out = time_out(&mut n, slot);
+    assert_eq!(n.leadership.penalties.level(leader, slot), 1);
+    assert_eq!(broadcasts(&out), vec![&Pledges::Nominate { voted: [x(), y()].into(), accepted: [].into() }]);
+}
+
+#[test]
+fn a_leader_whose_value_we_accepted_does_not_offend() {
+    let (slot, leader) = slot_led_by_a_peer_then_by_me();
+    let mut n = node_at(slot);
+    n.handle(T0, Input::Propose(x())).expect("valid proposal");
+    feed(&mut n, nominate_at(slot, leader, &[y()]));
+    // Two more peers echo y: with us and the leader a quorum voted y, so we accept it
+    // (Y = {y}), but no quorum accepted it yet when the round times out.
+    for peer in PEERS.iter().filter(|&&p| p != leader).take(2) {
+        feed(&mut n, nominate_at(slot, *peer, &[y()]));
+    }
+    assert_eq!(n.own_statements(slot), vec![nominate(ME, &[], &[y()]).at_slot(slot)]);
+    time_out(&mut n, slot);
+    assert_eq!(n.leadership.penalties.level(leader, slot), 0);
+}
+
+#[test]
+fn a_leading_node_judges_itself_by_the_same_rule() {
+    let slot = (1..10_000).find(|&s| ranked(s, 1).first() == Some(&ME)).expect("such a slot exists");
+    let mut n = node_at(slot);
+    n.handle(T0, Input::Propose(x())).expect("valid proposal");
+    time_out(&mut n, slot);
+    assert_eq!(n.leadership.penalties.level(ME, slot), 1, "nobody took up x");
+}

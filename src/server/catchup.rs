@@ -52,6 +52,24 @@ const STALL: Duration = Duration::from_secs(1);
 /// Interval of the probe that lets a node which heard nothing (it was cut off, and the
 /// cluster is quiet) learn how long its peers' ledgers are.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Least time between two catch-up progress lines.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// A catch-up is announced (started, progress, finished lines at info level) only when the
+/// node is at least this many slots behind; a slot or so is everyday SCP business.
+const ANNOUNCE_SLOTS: u64 = 2;
+
+/// A catch-up in progress, for the operator's `n/N` lines.
+#[derive(Debug)]
+struct Session {
+    /// The ledger's length when it started.
+    start: u64,
+    /// The highest slot a peer reported (the end of the catch-up, as far as known).
+    target: u64,
+    /// When progress was last logged, and the ledger's length then.
+    logged: (Instant, u64),
+    /// Whether its lines are at info level (see [`ANNOUNCE_SLOTS`]).
+    announced: bool,
+}
 
 /// Catch-up bookkeeping.
 #[derive(Default)]
@@ -74,6 +92,8 @@ pub(super) struct CatchUp {
     serving: BTreeMap<NodeId, Limiter>,
     /// Catch-up requests dropped over the rate limit, since start.
     refused: u64,
+    /// The catch-up in progress, if any.
+    session: Option<Session>,
 }
 
 impl CatchUp {
@@ -81,6 +101,22 @@ impl CatchUp {
     pub fn saw(&mut self, peer: NodeId, slot: u64) {
         let e = self.peer_ahead.entry(peer).or_insert(0);
         *e = (*e).max(slot);
+    }
+
+    /// The highest slot `peer` reported having (its ledger's length, or a slot below one
+    /// it spoke about), if it reported any.
+    pub fn peer_slot(&self, peer: NodeId) -> Option<u64> {
+        self.peer_ahead.get(&peer).copied()
+    }
+
+    /// The highest slot any peer reported (0 if none).
+    pub fn highest_peer_slot(&self) -> u64 {
+        self.peer_ahead.values().copied().max().unwrap_or(0)
+    }
+
+    /// The peer that reported the highest slot, if any.
+    fn most_ahead(&self) -> Option<NodeId> {
+        self.peer_ahead.iter().max_by_key(|(_, slot)| **slot).map(|(peer, _)| *peer)
     }
 
     /// How many requests the offers kept from `peer` hold.
@@ -150,10 +186,14 @@ impl Server {
             return;
         }
         self.catchup.last_request = Some((Instant::now(), next));
+        if !behind.is_empty() {
+            self.catchup_started(len);
+        }
         let bytes = net::encode(&Message::CatchUp { from: next });
         let targets: Vec<NodeId> =
             if force || behind.is_empty() { self.config.peers.keys().copied().collect() } else { behind };
-        self.log.verbose(format_args!("catch-up: asking {} peers for slots from {next}", targets.len()));
+        self.log.debug(format_args!("catch-up: asking {} peers for slots from {next}", targets.len()));
+        self.metrics.catchup_requests_sent.add(targets.len() as u64);
         for peer in targets {
             self.catchup.asked.insert(peer, next);
             self.send_peer(peer, &bytes);
@@ -180,7 +220,7 @@ impl Server {
             match self.ledger.read_from(from, CHUNK_BYTES) {
                 Ok(entries) => entries,
                 Err(e) => {
-                    self.log.always(format_args!("catch-up: cannot read the ledger for {peer}: {e}"));
+                    self.log.error(format_args!("catch-up: cannot read the ledger for {peer}: {e}"));
                     return;
                 }
             }
@@ -219,18 +259,66 @@ impl Server {
         if kept == 0 {
             return Ok(Vec::new());
         }
+        let before = self.ledger.len();
         let applied = self.apply_agreed_offers()?;
         if applied > 0 {
-            self.log.always(format_args!(
+            self.log.debug(format_args!(
                 "caught up {applied} slots from peers' ledgers; now at slot {}",
                 self.ledger.len()
             ));
+            self.metrics.catchup_slots_applied.add(applied);
+            self.catchup_started(before);
+            self.catchup_progress();
+            self.observer.forget_below(self.ledger.len() + 1);
             self.step(Input::CaughtUp { next: self.ledger.len() + 1 })?;
             // Progress, and more to fetch: ask for the next chunk straight away (only an
             // answer that moved us on does this, so duplicates cannot multiply requests).
             self.request_catchup_if_behind(false);
         }
         Ok(std::mem::take(&mut self.catchup.helped))
+    }
+
+    /// Starts a catch-up session from ledger length `from`, unless one is in progress.
+    fn catchup_started(&mut self, from: u64) {
+        if self.catchup.session.is_some() {
+            return;
+        }
+        let target = self.catchup.highest_peer_slot().max(from);
+        let announced = target - from >= ANNOUNCE_SLOTS;
+        let session = Session { start: from, target, logged: (Instant::now(), from), announced };
+        self.log_catchup(&session, 0);
+        self.catchup.session = Some(session);
+    }
+
+    /// Logs catch-up progress (at most once per [`PROGRESS_EVERY`]) and its end, once the
+    /// ledger reaches the highest slot a peer reported (by catch-up or by SCP itself).
+    pub(super) fn catchup_progress(&mut self) {
+        let len = self.ledger.len();
+        let highest = self.catchup.highest_peer_slot();
+        let Some(mut session) = self.catchup.session.take() else { return };
+        session.target = session.target.max(highest);
+        let done = len.saturating_sub(session.start);
+        if len >= session.target {
+            self.log_catchup(&session, done);
+        } else {
+            let (at, then) = session.logged;
+            if at.elapsed() >= PROGRESS_EVERY && len > then {
+                self.log_catchup(&session, done);
+                session.logged = (Instant::now(), len);
+            }
+            self.catchup.session = Some(session);
+        }
+    }
+
+    /// One catch-up line: `done` of the session's slots applied.
+    fn log_catchup(&self, session: &Session, done: u64) {
+        let total = session.target - session.start;
+        let peer = self.catchup.most_ahead().map_or(0, |p| p.0);
+        if session.announced {
+            self.log.catchup(peer, done, total);
+        } else {
+            self.log.debug(format_args!("catch-up from {peer}: {done}/{total} slots"));
+        }
     }
 
     /// Every [`PROBE_INTERVAL`], asks every peer for the ledger from our next slot; the
@@ -251,21 +339,21 @@ impl Server {
     /// that chains from our ledger. Returns how many were applied.
     fn apply_agreed_offers(&mut self) -> Result<u64, ServerError> {
         let mut applied = 0;
-        let mut changed = false;
+        let mut changed = Vec::new();
         loop {
             let slot = self.ledger.len() + 1;
             self.catchup.offers.retain(|s, _| *s >= slot);
             let Some(offers) = self.catchup.offers.get(&slot) else { break };
             let Some(batch) = self.agreed(slot, offers) else { break };
             let offers = self.catchup.offers.remove(&slot).unwrap_or_default();
-            changed |= self.apply_decided(slot, &batch)?;
+            changed.extend(self.apply_decided(slot, &batch)?);
             applied += 1;
             let hash = self.ledger.last_hash();
             let helpers = offers.into_iter().filter(|(_, (h, _))| *h == hash).map(|(peer, _)| peer);
             self.catchup.helped.extend(helpers);
         }
-        if changed {
-            self.save_db()?;
+        if !changed.is_empty() {
+            self.save_db(&changed)?;
         }
         Ok(applied)
     }

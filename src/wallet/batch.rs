@@ -56,11 +56,24 @@ impl Batch {
         Batch { requests }
     }
 
-    /// SCP's combine step: the union of the candidates' requests, normalized like
-    /// [`Batch::new`]. The result depends only on the set of requests given, not on the
-    /// order or grouping of the candidates.
+    /// SCP's combine step over the confirmed candidates: their union when it fits; when
+    /// it does not, a **fair share per candidate**, not the smallest ids (which a member
+    /// could mint to crowd out everyone else). Candidates take turns, in the order of the
+    /// hash of their encoding, each adding its next request not yet taken; taking a
+    /// request takes its session's smaller pending `seq`s first, so a session's requests
+    /// are never decided out of order. The result depends only on the set of candidates.
     pub fn combine<'a>(batches: impl IntoIterator<Item = &'a Batch>) -> Batch {
-        Batch::new(batches.into_iter().flat_map(|b| b.requests.iter().cloned()).collect())
+        let mut candidates: Vec<&Batch> = batches.into_iter().collect();
+        let union = Batch::new(candidates.iter().flat_map(|b| b.requests.iter().cloned()).collect());
+        let total: usize = candidates.iter().map(|b| b.len()).sum();
+        if candidates.len() <= 1
+            || (union.len() < MAX_BATCH_REQUESTS && union.len() == dedup_len(&candidates, total))
+        {
+            return union;
+        }
+        candidates.sort_by_cached_key(|b| crate::hash::sha256(&b.encode()));
+        candidates.dedup();
+        Batch::new(FairCut::new(&candidates).run())
     }
 
     /// The requests, in application order.
@@ -169,6 +182,80 @@ pub(crate) fn batch_error(problem: BatchProblem) -> WalletError {
 }
 
 /// How many of the leading `requests` fit in one batch.
+/// How many distinct requests the candidates hold in all.
+fn dedup_len(candidates: &[&Batch], total: usize) -> usize {
+    let mut ids: Vec<(u64, u64, u64)> = Vec::with_capacity(total);
+    ids.extend(candidates.iter().flat_map(|b| b.requests.iter().map(Request::id)));
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
+/// The fair selection of [`Batch::combine`]: round-robin over candidates within the caps.
+struct FairCut<'a> {
+    candidates: &'a [&'a Batch],
+    /// Every distinct request, by id, for the session-order rule.
+    all: std::collections::BTreeMap<(u64, u64, u64), &'a Request>,
+    taken: std::collections::BTreeMap<(u64, u64, u64), &'a Request>,
+    bytes: usize,
+}
+
+impl<'a> FairCut<'a> {
+    fn new(candidates: &'a [&'a Batch]) -> FairCut<'a> {
+        let mut all = std::collections::BTreeMap::new();
+        for request in candidates.iter().flat_map(|b| b.requests.iter()) {
+            all.entry(request.id()).or_insert(request);
+        }
+        FairCut { candidates, all, taken: Default::default(), bytes: BATCH_OVERHEAD }
+    }
+
+    /// Turns until no candidate can add anything more.
+    fn run(mut self) -> Vec<Request> {
+        let mut cursors = vec![0usize; self.candidates.len()];
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            for (c, cursor) in cursors.iter_mut().enumerate() {
+                progressed |= self.turn(c, cursor);
+            }
+        }
+        self.taken.into_values().cloned().collect()
+    }
+
+    /// Candidate `c` adds its next request not yet taken, if it fits. True if the
+    /// candidate still had requests to offer.
+    fn turn(&mut self, c: usize, cursor: &mut usize) -> bool {
+        let requests = &self.candidates[c].requests;
+        while let Some(request) = requests.get(*cursor) {
+            *cursor += 1;
+            if !self.taken.contains_key(&request.id()) {
+                self.take_in_order(request);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes `request` and, first, its session's smaller seqs; all or nothing.
+    fn take_in_order(&mut self, request: &'a Request) {
+        let (client, session, seq) = request.id();
+        let needed: Vec<&'a Request> = self
+            .all
+            .range((client, session, 0)..=(client, session, seq))
+            .map(|(_, r)| *r)
+            .filter(|r| !self.taken.contains_key(&r.id()))
+            .collect();
+        let bytes: usize = needed.iter().map(|r| 1 + encoded_len(r)).sum();
+        if self.taken.len() + needed.len() > MAX_BATCH_REQUESTS || self.bytes + bytes > MAX_BATCH_BYTES {
+            return;
+        }
+        self.bytes += bytes;
+        for r in needed {
+            self.taken.insert(r.id(), r);
+        }
+    }
+}
+
 fn fitting_prefix(requests: &[Request]) -> usize {
     let mut bytes = BATCH_OVERHEAD;
     for (count, request) in requests.iter().enumerate() {
@@ -190,6 +277,34 @@ fn encoded_len(request: &Request) -> usize {
 mod tests {
     use super::*;
     use crate::wallet::testing::*;
+
+    /// A full candidate of small ids (a member's junk) cannot crowd out another candidate
+    /// of larger ids: each gets about half of the combined batch.
+    #[test]
+    fn combining_full_candidates_gives_each_a_fair_share() {
+        let op = || crate::wallet::parse_text("get x").expect("op");
+        let junk = Batch::new((1..=200).map(|c| Request::new(c, 1, op()).with_session(1)).collect());
+        let real = Batch::new((10_000..10_200).map(|c| Request::new(c, 1, op()).with_session(1)).collect());
+        assert_eq!(junk.len(), MAX_BATCH_REQUESTS);
+        let combined = Batch::combine([&junk, &real]);
+        let reals = combined.requests().iter().filter(|r| r.client >= 10_000).count();
+        assert_eq!(combined.len(), MAX_BATCH_REQUESTS);
+        assert!(reals >= MAX_BATCH_REQUESTS / 2 - 1, "only {reals} real requests");
+        assert_eq!(combined, Batch::combine([&real, &junk]), "order of candidates does not matter");
+        // A session's smaller seqs come along with a larger one, never after it.
+        let a = Batch::new(vec![Request::new(5, 2, op()).with_session(1)]);
+        let b = Batch::new(
+            (100..300)
+                .map(|c| Request::new(c, 1, op()).with_session(1))
+                .chain([Request::new(5, 1, op()).with_session(1)])
+                .collect(),
+        );
+        let both = Batch::combine([&a, &b]);
+        assert!(!both.contains((5, 1, 2)) || both.contains((5, 1, 1)));
+        // When everything fits, the union.
+        let small = Batch::new(vec![Request::new(1, 1, op()).with_session(1)]);
+        assert_eq!(Batch::combine([&small, &a]).len(), 2);
+    }
     use crate::wallet::{ClientKey, Op, MAX_KEY_CHARS, TEXT_CLIENT_BIT};
 
     #[test]

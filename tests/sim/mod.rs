@@ -16,8 +16,10 @@
 //! the other), **babbling** (random well-formed statements under its own identity), or a
 //! targeted attacker: backing each peer's own value one step ahead, telling each half of
 //! the network another value at every stage up to EXTERNALIZE, counters at `u32::MAX`,
-//! values injected only through ballot statements, or a colluding coalition beyond the
-//! fault bound. Nodes may also fetch decided slots from their peers' ledgers, as the
+//! values injected only through ballot statements, a colluding coalition beyond the fault
+//! bound, or a **griefing nomination leader** (an honest node underneath whose NOMINATE
+//! statements give each peer a different value, carry only an invalid value, or are
+//! never sent). [`Outcome::slots_per_second`] measures what such a leader costs. Nodes may also fetch decided slots from their peers' ledgers, as the
 //! server's catch-up does and under its trust rule ([`Scenario::catch_up`]).
 //!
 //! While it runs the simulation checks the safety properties at every externalization:
@@ -363,6 +365,16 @@ pub enum Behaviour {
     /// colluders make v-blocking sets and quorums say what they like. Beyond the fault
     /// bound only.
     Collude,
+    /// Runs an honest node, but every NOMINATE it sends gives each peer a different valid
+    /// value of its own: as a round's nomination leader it splits the honest nodes' votes
+    /// (each echoes the value it was given), so no value reaches a quorum in that round.
+    EquivocatingLeader,
+    /// Runs an honest node, but every NOMINATE it sends votes only for an invalid value
+    /// (`u64::MAX`): as a leader it offers nothing anyone may vote for.
+    InvalidLeader,
+    /// Runs an honest node but never sends a NOMINATE. It takes part in every ballot, so
+    /// a shell would not find it silent, yet as a leader it offers nothing.
+    MuteLeader,
 }
 
 impl Behaviour {
@@ -396,6 +408,9 @@ impl fmt::Display for Behaviour {
             Behaviour::MaxCounters => write!(f, "sends statements with counters at u32::MAX"),
             Behaviour::BallotOnly => write!(f, "injects unnominated values through ballot statements"),
             Behaviour::Collude => write!(f, "babbles in concert with the other colluders"),
+            Behaviour::EquivocatingLeader => write!(f, "nominates a different value to each peer"),
+            Behaviour::InvalidLeader => write!(f, "nominates only an invalid value"),
+            Behaviour::MuteLeader => write!(f, "takes part in ballots but never nominates"),
         }
     }
 }
@@ -539,6 +554,10 @@ pub struct Scenario {
     /// interface (no panic, sane statements, never going back on one's word, exact
     /// answers) and the order of reports are checked. Set by [`Scenario::beyond_fault_bound`].
     pub befouled: bool,
+    /// Honest nodes are told from the start which nodes never start
+    /// ([`fba::scp::Node::set_unresponsive`]), as the server's silence detection tells
+    /// them a few seconds in: such a node is then never chosen as a nomination leader.
+    pub silent_known: bool,
 }
 
 impl Scenario {
@@ -556,6 +575,7 @@ impl Scenario {
             replay_test: "replay",
             catch_up: false,
             befouled: false,
+            silent_known: false,
         }
     }
 
@@ -706,6 +726,18 @@ impl Scenario {
         self
     }
 
+    /// Tells honest nodes from the start which nodes never start (see
+    /// [`Scenario::silent_known`]).
+    pub fn silent_known(mut self, on: bool) -> Scenario {
+        self.silent_known = on;
+        self
+    }
+
+    /// The nodes that never start.
+    fn never_started(&self) -> BTreeSet<NodeId> {
+        self.faulty.iter().filter(|(_, b)| **b == Behaviour::Crash(None)).map(|(n, _)| *n).collect()
+    }
+
     /// Turns the modelled ledger catch-up on or off.
     pub fn catch_up(mut self, on: bool) -> Scenario {
         self.catch_up = on;
@@ -775,14 +807,17 @@ fn random_crash(rng: &mut Rng) -> Behaviour {
 
 /// Any of the Byzantine behaviours.
 pub fn random_byzantine(rng: &mut Rng) -> Behaviour {
-    match rng.below(7) {
+    match rng.below(10) {
         0 => Behaviour::Equivocate { per_peer: true },
         1 => Behaviour::Equivocate { per_peer: false },
         2 => Behaviour::Babble,
         3 => Behaviour::Flatter,
         4 => Behaviour::Split,
         5 => Behaviour::MaxCounters,
-        _ => Behaviour::BallotOnly,
+        6 => Behaviour::BallotOnly,
+        7 => Behaviour::EquivocatingLeader,
+        8 => Behaviour::InvalidLeader,
+        _ => Behaviour::MuteLeader,
     }
 }
 
@@ -795,6 +830,9 @@ impl fmt::Display for Scenario {
         )?;
         if self.catch_up {
             write!(f, "ledger catch-up, ")?;
+        }
+        if self.silent_known {
+            write!(f, "silent nodes known, ")?;
         }
         if self.timeouts != patient_timeouts() {
             let t = &self.timeouts;
@@ -899,6 +937,16 @@ impl Outcome {
     /// How many slots `node` decided before `t`.
     pub fn decided_before(&self, node: u64, t: Duration) -> usize {
         self.decisions.get(&NodeId(node)).map_or(0, |d| d.iter().filter(|d| d.at < t).count())
+    }
+
+    /// Throughput in slots decided per simulated second: for each correct node, the
+    /// slots it decided over the time of its last decision; the slowest node's figure.
+    pub fn slots_per_second(&self) -> f64 {
+        let rate = |n: &NodeId| {
+            let decided = self.decisions.get(n).map_or(&[][..], Vec::as_slice);
+            decided.last().map_or(0.0, |last| decided.len() as f64 / last.at.as_secs_f64().max(1e-9))
+        };
+        self.scenario.correct_nodes().iter().map(rate).fold(f64::INFINITY, f64::min)
     }
 
     /// Seed, scenario, failure, final states, trace tail and replay command.
@@ -1103,7 +1151,10 @@ impl Member {
     fn new(id: NodeId, scenario: &Scenario, qset: &QuorumSet, first_slot: u64) -> Member {
         let mut config = Config::new(id, qset.clone());
         config.timeouts = scenario.timeouts.clone();
-        let node = Node::new(config, SimApp, first_slot).expect("simulated configurations are sane");
+        let mut node = Node::new(config, SimApp, first_slot).expect("simulated configurations are sane");
+        if scenario.silent_known {
+            node.set_unresponsive(scenario.never_started());
+        }
         Member { node, timers: BTreeMap::new() }
     }
 
@@ -1128,6 +1179,23 @@ enum Actor {
     },
     /// A Byzantine node that runs no SCP node.
     Attacker(Attack),
+    /// A Byzantine node running an honest SCP node whose NOMINATE statements it rewrites
+    /// or withholds (see [`Lie`]); its ballot statements go out as they are.
+    Nominator {
+        member: Box<Member>,
+        lie: Lie,
+    },
+}
+
+/// What an [`Actor::Nominator`] does with the NOMINATE statements of its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lie {
+    /// [`Behaviour::EquivocatingLeader`]: each peer hears a different valid value.
+    PerPeer,
+    /// [`Behaviour::InvalidLeader`]: every peer hears only an invalid value.
+    Invalid,
+    /// [`Behaviour::MuteLeader`]: nobody hears anything.
+    Withhold,
 }
 
 /// What a Byzantine [`Actor::Attacker`] does (see [`Behaviour`]).
@@ -1261,9 +1329,20 @@ impl Sim {
             Some(Behaviour::MaxCounters) => Actor::Attacker(Attack::MaxCounters),
             Some(Behaviour::BallotOnly) => Actor::Attacker(Attack::BallotOnly),
             Some(Behaviour::Collude) => Actor::Attacker(Attack::Collude),
+            Some(Behaviour::EquivocatingLeader) => {
+                Actor::Nominator { member: Box::new(member(self)), lie: Lie::PerPeer }
+            }
+            Some(Behaviour::InvalidLeader) => {
+                Actor::Nominator { member: Box::new(member(self)), lie: Lie::Invalid }
+            }
+            Some(Behaviour::MuteLeader) => {
+                Actor::Nominator { member: Box::new(member(self)), lie: Lie::Withhold }
+            }
         };
         match &actor {
-            Actor::Honest(_) | Actor::Equivocator { .. } => self.schedule(start, Event::Start(id)),
+            Actor::Honest(_) | Actor::Equivocator { .. } | Actor::Nominator { .. } => {
+                self.schedule(start, Event::Start(id))
+            }
             Actor::Attacker(attack) if attack.is_periodic() => self.schedule(start, Event::Attack(id)),
             _ => {}
         }
@@ -1367,7 +1446,7 @@ impl Sim {
     /// How many SCP nodes run behind `id` (0 if crashed or babbling).
     fn twins(&self, id: NodeId) -> usize {
         match self.actors.get(&id) {
-            Some(Actor::Honest(_)) => 1,
+            Some(Actor::Honest(_)) | Some(Actor::Nominator { .. }) => 1,
             Some(Actor::Equivocator { twins, .. }) => twins.len(),
             _ => 0,
         }
@@ -1375,7 +1454,7 @@ impl Sim {
 
     fn member(&mut self, id: NodeId, twin: usize) -> Option<&mut Member> {
         match self.actors.get_mut(&id)? {
-            Actor::Honest(m) if twin == 0 => Some(m.as_mut()),
+            Actor::Honest(m) | Actor::Nominator { member: m, .. } if twin == 0 => Some(m.as_mut()),
             Actor::Equivocator { twins, .. } => twins.get_mut(twin),
             _ => None,
         }
@@ -1530,6 +1609,11 @@ impl Sim {
         if self.scenario.is_honest(id) {
             self.cover(&statement.pledges);
             self.check_progress(id, &statement);
+        }
+        if let Some(Actor::Nominator { lie, .. }) = self.actors.get(&id) {
+            if !statement.pledges.is_ballot() {
+                return self.nominate_falsely(id, *lie, &statement);
+            }
         }
         for peer in self.peers(id) {
             if self.routes(id, twin, peer) {
@@ -1769,6 +1853,25 @@ impl Sim {
         self.send(id, peer, Rc::new(Statement { node: id, slot: statement.slot, quorum_set, pledges }));
     }
 
+    /// An [`Actor::Nominator`]'s node broadcast `statement`, a NOMINATE: sends each peer
+    /// what its [`Lie`] says instead (values it puts forward are recorded as proposed).
+    fn nominate_falsely(&mut self, id: NodeId, lie: Lie, statement: &Statement) {
+        let slot = statement.slot;
+        for (i, peer) in self.peers(id).into_iter().enumerate() {
+            let value = match lie {
+                Lie::Withhold => return,
+                Lie::Invalid => encode(u64::MAX),
+                Lie::PerPeer => {
+                    let value = proposal(self.scenario.seed, id, slot, 30 + i as u64);
+                    self.proposed.entry(slot).or_default().insert(value.clone());
+                    value
+                }
+            };
+            let pledges = Pledges::Nominate { voted: [value].into(), accepted: BTreeSet::new() };
+            self.send(id, peer, Rc::new(Statement { pledges, ..statement.clone() }));
+        }
+    }
+
     /// [`Behaviour::Split`]: one stage further on the slot some correct node is at, each
     /// half of the peers hearing its own value.
     fn split(&mut self, id: NodeId) {
@@ -1938,6 +2041,7 @@ impl Sim {
                 }
                 Actor::Crashed => out.push(format!("{id}: crashed")),
                 Actor::Attacker(_) => out.push(format!("{id}: Byzantine ({})", self.scenario.faulty[id])),
+                Actor::Nominator { member, .. } => out.push(member.describe(format!("{id} (Byzantine)"))),
             }
         }
         out

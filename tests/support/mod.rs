@@ -493,9 +493,10 @@ pub fn ledger_entries(content: &str) -> Vec<(u64, fba::wallet::Batch)> {
 impl Cluster {
     /// A client command aimed at node `i` whose keys and state live in `home`
     /// (`FBA_CLIENT_HOME`), so that nothing touches the real home directory.
+    /// (No key is added, even in a keyed cluster: the caller chooses.)
     pub fn client_in(&self, i: usize, home: &Path) -> assert_cmd::Command {
-        let mut cmd = self.client(i);
-        cmd.env("FBA_CLIENT_HOME", home);
+        let mut cmd = assert_cmd::Command::new(client_bin());
+        cmd.arg(self.ports[i].to_string()).env("FBA_CLIENT_HOME", home).timeout(DEADLINE);
         cmd
     }
 }

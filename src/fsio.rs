@@ -45,3 +45,45 @@ impl std::error::Error for IoFailure {
         Some(&self.source)
     }
 }
+
+/// Why [`write_new_private`] wrote nothing (or stopped part way, for `Io`).
+#[derive(Debug)]
+pub enum PrivateWriteError {
+    /// The file exists already; it was left alone.
+    Exists,
+    /// Creating, writing or syncing failed.
+    Io(IoFailure),
+}
+
+/// Creates `path` (never overwriting), readable by its owner only (mode 0600 on Unix),
+/// and writes and syncs `bytes`: how key files are made.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), PrivateWriteError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let failed = |operation| move |e| PrivateWriteError::Io(IoFailure::of(operation, path)(e));
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => PrivateWriteError::Exists,
+        _ => failed("create")(e),
+    })?;
+    file.write_all(bytes).map_err(failed("write"))?;
+    file.sync_all().map_err(failed("sync"))
+}
+
+/// The file's mode when group or others may read or write it (a secret there is exposed);
+/// `None` when it is private (or on systems without Unix modes).
+pub fn exposed_mode(file: &std::fs::File) -> io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode();
+        Ok((mode & 0o077 != 0).then_some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(None)
+    }
+}

@@ -24,8 +24,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -282,22 +282,13 @@ fn node_from_json(node: NodeJson, owner: NodeId) -> Result<KeyFileNode, KeyFileP
     Ok(KeyFileNode { id: node.id, address: node.address, key })
 }
 
-/// Refuses a file that group or others may read (or write).
-#[cfg(unix)]
+/// Refuses a file that group or others may read or write.
 fn check_private(file: &File, path: &Path) -> Result<(), KeyFileError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode =
-        file.metadata().map_err(|e| KeyFileError::Unreadable(path.to_path_buf(), e))?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(KeyFileError::Exposed(path.to_path_buf(), mode));
+    match crate::fsio::exposed_mode(file) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(KeyFileError::Exposed(path.to_path_buf(), mode)),
+        Err(e) => Err(KeyFileError::Unreadable(path.to_path_buf(), e)),
     }
-    Ok(())
-}
-
-/// Without Unix modes there is nothing to check here.
-#[cfg(not(unix))]
-fn check_private(_file: &File, _path: &Path) -> Result<(), KeyFileError> {
-    Ok(())
 }
 
 /// Why `keygen` wrote nothing (or, for [`KeygenError::Io`], stopped part way).
@@ -443,17 +434,10 @@ fn create_private_dir(dir: &Path) -> Result<(), KeygenError> {
 
 /// Creates `path` (never overwriting), owner-only, and writes and syncs `bytes`.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeygenError> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let io = |operation| move |e| KeygenError::Io(IoFailure::of(operation, path)(e));
-    let mut file = options.open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists => KeygenError::Exists(path.to_path_buf()),
-        _ => io("create")(e),
-    })?;
-    file.write_all(bytes).map_err(io("write"))?;
-    file.sync_all().map_err(io("sync"))
+    crate::fsio::write_new_private(path, bytes).map_err(|e| match e {
+        crate::fsio::PrivateWriteError::Exists => KeygenError::Exists(path.to_path_buf()),
+        crate::fsio::PrivateWriteError::Io(failure) => KeygenError::Io(failure),
+    })
 }
 
 #[cfg(test)]

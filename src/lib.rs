@@ -26,6 +26,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod quorum;
+pub mod ratelimit;
 pub mod rng;
 pub mod scp;
 pub mod server;

@@ -13,6 +13,7 @@
 
 use crate::auth::{self, AuthError, Opener, Sealer};
 use crate::quorum::NodeId;
+use crate::ratelimit::Buckets;
 use crate::rng::Rng;
 use crate::scp::Statement;
 use crate::wallet::{Reply, Request};
@@ -342,11 +343,20 @@ pub fn check_signatures(
 /// that its flooded requests are dropped unverified (the node they came from floods its
 /// own clients' requests again, so an honest peer over budget loses only time). One member
 /// flooding signed junk thus costs each node a bounded share of a core.
-#[derive(Default)]
 pub struct SignatureCache {
     current: std::collections::HashSet<crate::hash::Digest>,
     previous: std::collections::HashSet<crate::hash::Digest>,
-    budgets: std::collections::HashMap<NodeId, (std::time::Instant, f64)>,
+    budgets: Buckets<NodeId>,
+}
+
+impl Default for SignatureCache {
+    fn default() -> SignatureCache {
+        SignatureCache {
+            current: Default::default(),
+            previous: Default::default(),
+            budgets: Buckets::new(VERIFIES_PER_SECOND, VERIFY_BURST),
+        }
+    }
 }
 
 /// Digests per generation of the [`SignatureCache`].
@@ -365,15 +375,7 @@ impl SignatureCache {
 
     /// Charges one fresh verification to `peer`'s budget; false when it is spent.
     pub fn charge(&mut self, peer: NodeId) -> bool {
-        let now = std::time::Instant::now();
-        let (at, tokens) = self.budgets.entry(peer).or_insert((now, VERIFY_BURST));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * VERIFIES_PER_SECOND).min(VERIFY_BURST);
-        *at = now;
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
+        self.budgets.allow(peer, 1.0, std::time::Instant::now())
     }
 
     /// Verifies `request`'s signature unless it verified recently; its digest if valid.
@@ -397,9 +399,14 @@ impl SignatureCache {
 /// A per-peer byte budget for ledger answers, checked before they are parsed: an honest
 /// peer sends them only when asked, at a rate its own limiter bounds, so a peer sending
 /// far more (unsolicited offers) is refused before its megabytes of JSON cost anything.
-#[derive(Default)]
 pub struct LedgerBudget {
-    peers: std::collections::HashMap<NodeId, (std::time::Instant, f64)>,
+    peers: Buckets<NodeId>,
+}
+
+impl Default for LedgerBudget {
+    fn default() -> LedgerBudget {
+        LedgerBudget { peers: Buckets::new(LEDGER_BYTES_PER_SECOND, LEDGER_BURST_BYTES) }
+    }
 }
 
 /// Sustained ledger-answer bytes per second accepted from one peer.
@@ -410,16 +417,7 @@ pub const LEDGER_BURST_BYTES: f64 = 4_000_000.0;
 impl LedgerBudget {
     /// Whether `peer` may send a ledger answer of `bytes` now (and charges it).
     pub fn allow(&mut self, peer: NodeId, bytes: usize) -> bool {
-        let now = std::time::Instant::now();
-        let (at, tokens) = self.peers.entry(peer).or_insert((now, LEDGER_BURST_BYTES));
-        let refill = now.duration_since(*at).as_secs_f64() * LEDGER_BYTES_PER_SECOND;
-        *tokens = (*tokens + refill).min(LEDGER_BURST_BYTES);
-        *at = now;
-        if *tokens < bytes as f64 {
-            return false;
-        }
-        *tokens -= bytes as f64;
-        true
+        self.peers.allow(peer, bytes as f64, std::time::Instant::now())
     }
 }
 

@@ -15,8 +15,8 @@ use crate::hash::{base64, unbase64};
 use crate::wallet::{ClientKey, KeyError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The environment variable naming the client home.
@@ -124,17 +124,10 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 
 /// Creates `path` (never overwriting), owner-only, and writes and syncs `bytes`.
 fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let io = |operation| move |e| KeyFileError::Io(IoFailure::of(operation, path)(e));
-    let mut file = options.open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists => KeyFileError::Exists(path.to_path_buf()),
-        _ => io("create")(e),
-    })?;
-    file.write_all(bytes).map_err(io("write"))?;
-    file.sync_all().map_err(io("sync"))
+    crate::fsio::write_new_private(path, bytes).map_err(|e| match e {
+        crate::fsio::PrivateWriteError::Exists => KeyFileError::Exists(path.to_path_buf()),
+        crate::fsio::PrivateWriteError::Io(failure) => KeyFileError::Io(failure),
+    })
 }
 
 /// Reads the key in `path`, refusing a file group or others may access.
@@ -155,21 +148,12 @@ pub fn read_key_file(path: &Path) -> Result<ClientKey, KeyFileError> {
 }
 
 /// Refuses a file that group or others may read or write.
-#[cfg(unix)]
 fn check_private(file: &File, path: &Path) -> Result<(), KeyFileError> {
-    use std::os::unix::fs::PermissionsExt;
-    let metadata = file.metadata().map_err(|e| KeyFileError::Io(IoFailure::of("read", path)(e)))?;
-    let mode = metadata.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(KeyFileError::Exposed(path.to_path_buf(), mode));
+    match crate::fsio::exposed_mode(file) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(KeyFileError::Exposed(path.to_path_buf(), mode)),
+        Err(e) => Err(KeyFileError::Io(IoFailure::of("read", path)(e))),
     }
-    Ok(())
-}
-
-/// Without Unix modes there is nothing to check.
-#[cfg(not(unix))]
-fn check_private(_file: &File, _path: &Path) -> Result<(), KeyFileError> {
-    Ok(())
 }
 
 #[cfg(test)]

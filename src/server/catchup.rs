@@ -25,6 +25,7 @@ use crate::hash::{hex, unhex, Digest};
 use crate::ledger::{verify_entry, Entry};
 use crate::net::{self, LedgerEntry, Message};
 use crate::quorum::{NodeId, QuorumSet};
+use crate::ratelimit::TokenBucket;
 use crate::scp::{self, Input};
 use crate::wallet::Batch;
 use std::collections::BTreeMap;
@@ -125,41 +126,21 @@ impl CatchUp {
     }
 }
 
-/// A token bucket: up to `burst` events at once, then one per `every`. Pure (the time is
-/// passed in), so it is tested without sleeping.
+/// Up to `burst` events at once, then one per `every`: a [`TokenBucket`] counted in events.
+/// Pure (the time is passed in), so it is tested without sleeping.
 #[derive(Clone, Debug)]
-pub(super) struct Limiter {
-    tokens: u32,
-    burst: u32,
-    every: Duration,
-    /// The time the tokens were last counted up to.
-    refilled: Instant,
-}
+pub(super) struct Limiter(TokenBucket);
 
 impl Limiter {
     /// A full bucket.
     pub(super) fn new(burst: u32, every: Duration, now: Instant) -> Limiter {
-        Limiter { tokens: burst, burst, every, refilled: now }
+        let rate = 1.0 / every.as_secs_f64().max(f64::MIN_POSITIVE);
+        Limiter(TokenBucket::new(rate, f64::from(burst), now))
     }
 
     /// Whether one more event is allowed at `now` (it takes a token if so).
     pub(super) fn allow(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        let allowed = self.tokens > 0;
-        self.tokens = self.tokens.saturating_sub(1);
-        allowed
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.refilled);
-        let earned = elapsed.as_nanos() / self.every.as_nanos().max(1);
-        let room = u128::from(self.burst - self.tokens.min(self.burst));
-        if earned >= room {
-            (self.tokens, self.refilled) = (self.burst, now);
-        } else if let Ok(earned) = u32::try_from(earned) {
-            self.tokens += earned;
-            self.refilled += self.every * earned;
-        }
+        self.0.allow(1.0, now)
     }
 }
 

@@ -83,7 +83,7 @@ run() {
     if [ -f "$work/assignment3_$port.db" ]; then cat "$work/assignment3_$port.db"; echo; else echo "(node down: no file)"; fi
   done
   echo "--- first protocol lines of node 3001:"
-  grep -m 12 -E "recv|send|EXTERNALIZE|apply|db " "$work/node3001.log" || true
+  grep -m 12 -E "\] (recv|send|EXTERNALIZE|apply|db) " "$work/node3001.log" || true
   echo
 }
 

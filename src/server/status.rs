@@ -116,7 +116,7 @@ impl Observer {
     /// and the ballot counter of our EXTERNALIZE (if we sent one). Forgets older slots.
     pub(super) fn decided(&mut self, slot: SlotIndex) -> (Duration, Option<u32>) {
         let elapsed = self.first_nominated.get(&slot).map_or(Duration::ZERO, Instant::elapsed);
-        self.first_nominated = self.first_nominated.split_off(&(slot + 1));
+        self.first_nominated = self.first_nominated.split_off(&slot.saturating_add(1));
         let counter = self.externalized_at.filter(|(s, _)| *s == slot).map(|(_, c)| c);
         (elapsed, counter)
     }
@@ -196,9 +196,8 @@ impl Server {
     fn log_down_peers(&mut self, heard: &[NodeId]) {
         let down: BTreeSet<NodeId> =
             self.config.peers.keys().copied().filter(|p| !heard.contains(p)).collect();
-        let ids = |set: &mut dyn Iterator<Item = &NodeId>| set.map(|n| n.0).collect::<Vec<u64>>();
-        let gone = ids(&mut down.difference(&self.observer.down));
-        let back = ids(&mut self.observer.down.difference(&down));
+        let gone: Vec<u64> = down.difference(&self.observer.down).map(|n| n.0).collect();
+        let back: Vec<u64> = self.observer.down.difference(&down).map(|n| n.0).collect();
         self.log.peers_silent(true, &gone);
         self.log.peers_silent(false, &back);
         self.observer.down = down;

@@ -586,6 +586,10 @@ impl ServerArgs {
             Err(ConfigError::UnsafeQuorum(split)) if self.unsafe_quorum => warnings.push(split.warning()),
             other => other?,
         }
+        let own_peers = !self.peers.is_empty() || key_file.is_some();
+        if own_peers && self.quorum_file.is_none() && self.threshold.is_none() {
+            warnings.push(defaulted_threshold_note(&quorum_set));
+        }
         Ok(ServerConfig {
             id,
             bind,
@@ -905,6 +909,18 @@ fn default_quorum_set(
     Ok(QuorumSet::new(threshold, nodes))
 }
 
+/// The line saying that the threshold was chosen, not given: it moves when nodes are
+/// added, so an operator should know and may pin it.
+fn defaulted_threshold_note(quorum_set: &QuorumSet) -> String {
+    let n = quorum_set.validators.len();
+    let t = quorum_set.threshold as usize;
+    format!(
+        "note: threshold {t} of {n} chosen by default (the smallest above two thirds, tolerating {} \
+         faulty node(s)); it changes when nodes are added or removed: pass --threshold {t} to pin it",
+        n - t
+    )
+}
+
 fn read_quorum_file(path: &PathBuf) -> Result<QuorumSet, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError::QuorumFileUnreadable(path.clone(), e))?;
@@ -1020,6 +1036,34 @@ mod tests {
         assert_eq!(c.verbosity, Verbosity::Normal);
         assert_eq!(c.bind, SocketAddr::from(([127, 0, 0, 1], 3001)));
         assert!(c.development_mode() && c.keys.is_none() && c.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_defaulted_threshold_over_given_peers_is_announced() {
+        let c = args(&[
+            "4000",
+            "--peer",
+            "127.0.0.1:4001",
+            "--peer",
+            "127.0.0.1:4002",
+            "--peer",
+            "127.0.0.1:4003",
+            "--peer",
+            "127.0.0.1:4004",
+        ])
+        .expect("valid");
+        assert_eq!(c.quorum_set.threshold, 4);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("threshold 4 of 5 chosen by default") && w.contains("--threshold 4")),
+            "{:?}",
+            c.warnings
+        );
+        let pinned =
+            args(&["4000", "--peer", "127.0.0.1:4001", "--peer", "127.0.0.1:4002", "--threshold", "3"])
+                .expect("valid");
+        assert!(pinned.warnings.is_empty(), "{:?}", pinned.warnings);
     }
 
     #[test]

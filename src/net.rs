@@ -297,40 +297,44 @@ pub fn check_signatures(
             }
         }
         Ok(Datagram::Json(Message::Flood { requests })) => {
-            requests.retain(|r| match r.auth.is_none() {
-                true => true,
-                false => match cache.verify(r) {
-                    Ok(digest) => {
-                        verified.push(digest);
-                        true
-                    }
-                    Err(_) => {
-                        forged += 1;
-                        false
-                    }
-                },
-            });
+            requests.retain(|r| keep_flooded(r, None, cache, &mut verified, &mut forged));
         }
         Ok(Datagram::Peer { peer, message: Message::Flood { requests } }) => {
-            let peer = *peer;
-            requests.retain(|r| match r.auth.is_none() {
-                true => true,
-                false if !cache.known(r) && !cache.charge(peer) => false,
-                false => match cache.verify(r) {
-                    Ok(digest) => {
-                        verified.push(digest);
-                        true
-                    }
-                    Err(_) => {
-                        forged += 1;
-                        false
-                    }
-                },
-            });
+            let peer = Some(*peer);
+            requests.retain(|r| keep_flooded(r, peer, cache, &mut verified, &mut forged));
         }
         _ => {}
     }
     (verified, forged)
+}
+
+/// Whether a flooded request stays in its flood: unsigned ones do (the protocol thread
+/// decides about them), signed ones if they verify within the sender's budget.
+fn keep_flooded(
+    request: &crate::wallet::Request,
+    budget: Option<NodeId>,
+    cache: &mut SignatureCache,
+    verified: &mut Vec<crate::hash::Digest>,
+    forged: &mut usize,
+) -> bool {
+    if request.auth.is_none() {
+        return true;
+    }
+    let checked = match budget {
+        Some(peer) => cache.verify_within(request, peer),
+        None => cache.verify(request).map_err(Some),
+    };
+    match checked {
+        Ok(digest) => {
+            verified.push(digest);
+            true
+        }
+        Err(Some(_)) => {
+            *forged += 1;
+            false
+        }
+        Err(None) => false, // over the sender's budget: dropped unverified
+    }
 }
 
 /// The digests of the requests whose signatures the reader verified recently, so a
@@ -367,32 +371,47 @@ pub const VERIFIES_PER_SECOND: f64 = 3_000.0;
 pub const VERIFY_BURST: f64 = 6_000.0;
 
 impl SignatureCache {
-    /// Whether `request` verified recently (no verification needed).
-    pub fn known(&self, request: &crate::wallet::Request) -> bool {
-        let digest = request.digest();
-        self.current.contains(&digest) || self.previous.contains(&digest)
-    }
-
-    /// Charges one fresh verification to `peer`'s budget; false when it is spent.
-    pub fn charge(&mut self, peer: NodeId) -> bool {
-        self.budgets.allow(peer, 1.0, std::time::Instant::now())
-    }
-
     /// Verifies `request`'s signature unless it verified recently; its digest if valid.
     pub fn verify(
         &mut self,
         request: &crate::wallet::Request,
     ) -> Result<crate::hash::Digest, crate::wallet::SignatureError> {
         let digest = request.digest();
-        if self.current.contains(&digest) || self.previous.contains(&digest) {
-            return Ok(digest);
+        if !self.seen(&digest) {
+            request.verify()?;
+            self.remember(digest);
         }
-        request.verify()?;
+        Ok(digest)
+    }
+
+    /// [`SignatureCache::verify`] for a request `peer` flooded, charging a fresh
+    /// verification to its budget: `Err(None)` when the budget is spent (nothing was
+    /// checked), `Err(Some(_))` when the signature does not verify.
+    pub fn verify_within(
+        &mut self,
+        request: &crate::wallet::Request,
+        peer: NodeId,
+    ) -> Result<crate::hash::Digest, Option<crate::wallet::SignatureError>> {
+        let digest = request.digest();
+        if !self.seen(&digest) {
+            if !self.budgets.allow(peer, 1.0, std::time::Instant::now()) {
+                return Err(None);
+            }
+            request.verify().map_err(Some)?;
+            self.remember(digest);
+        }
+        Ok(digest)
+    }
+
+    fn seen(&self, digest: &crate::hash::Digest) -> bool {
+        self.current.contains(digest) || self.previous.contains(digest)
+    }
+
+    fn remember(&mut self, digest: crate::hash::Digest) {
         if self.current.len() >= SIGNATURE_CACHE {
             self.previous = std::mem::take(&mut self.current);
         }
         self.current.insert(digest);
-        Ok(digest)
     }
 }
 
@@ -801,6 +820,31 @@ mod tests {
         let got = rx.recv_timeout(Duration::from_secs(5)).expect("still listening");
         assert_eq!(got.datagram, Ok(Datagram::Text("foo:$1".into())));
         endpoint.shutdown();
+    }
+
+    /// Flooded signed requests: a valid one stays (and its digest is reported), a forged
+    /// one is removed and counted, and a repeat is recognised without a second check.
+    #[test]
+    fn floods_keep_only_requests_whose_signatures_verify() {
+        let (key, _) = crate::wallet::ClientKey::generate().expect("key");
+        let op = crate::wallet::parse_text("deposit foo 5").expect("op");
+        let good = key.sign(crate::wallet::Request::new(key.client_id(), 1, op.clone()).with_session(1));
+        let mut forged = good.clone();
+        forged.seq = 2;
+        let mut cache = SignatureCache::default();
+        for _ in 0..2 {
+            let message = Message::Flood { requests: vec![good.clone(), forged.clone()] };
+            let mut datagram = Ok(Datagram::Peer { peer: NodeId(7), message });
+            let (verified, dropped) = check_signatures(&mut datagram, &mut cache);
+            assert_eq!((verified, dropped), (vec![good.digest()], 1));
+            let Ok(Datagram::Peer { message: Message::Flood { requests }, .. }) = datagram else { panic!() };
+            assert_eq!(requests, vec![good.clone()]);
+        }
+        assert!(cache.seen(&good.digest()) && !cache.seen(&forged.digest()));
+        // A direct request whose signature fails becomes a refusal the node answers.
+        let mut direct = Ok(Datagram::Json(Message::Request { request: forged }));
+        check_signatures(&mut direct, &mut cache);
+        assert!(matches!(direct, Err(DecodeError::BadSignature(_))));
     }
 
     #[test]

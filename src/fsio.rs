@@ -87,3 +87,12 @@ pub fn exposed_mode(file: &std::fs::File) -> io::Result<Option<u32>> {
         Ok(None)
     }
 }
+
+/// For unit tests: `<temp>/fba-<tag>-<pid>`, removed first if an earlier run left it
+/// (not created).
+#[cfg(test)]
+pub(crate) fn fresh_test_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fba-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

@@ -235,9 +235,7 @@ mod tests {
     }
 
     fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fba-journal-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+        crate::fsio::fresh_test_dir(&format!("journal-{tag}"))
     }
 
     #[test]

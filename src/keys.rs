@@ -445,9 +445,7 @@ mod tests {
     use super::*;
 
     fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fba-keys-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+        crate::fsio::fresh_test_dir(&format!("keys-{tag}"))
     }
 
     fn nodes(specs: &[&str]) -> Vec<KeygenNode> {

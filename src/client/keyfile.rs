@@ -161,9 +161,7 @@ mod tests {
     use super::*;
 
     fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fba-clientkey-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+        crate::fsio::fresh_test_dir(&format!("clientkey-{tag}"))
     }
 
     #[test]

@@ -260,8 +260,7 @@ mod tests {
     use crate::wallet::parse_text;
 
     fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fba-clientstate-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = crate::fsio::fresh_test_dir(&format!("clientstate-{tag}"));
         fs::create_dir_all(&dir).expect("dir");
         dir
     }

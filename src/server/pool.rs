@@ -35,6 +35,15 @@
 //!   lowest `seq` first (the order its session must apply them in). A request too large
 //!   for what is left of the batch ends its client's turn for this batch (a later `seq`
 //!   of the same session must not overtake it), and the turn passes to the next request.
+//! * **A peer gets its share, not the leftovers.** Requests a peer flooded take at most
+//!   `1 / (peers + 1)` of a batch, by count (rounded up) and by bytes, per peer, even when nothing else is
+//!   pending; this node's own clients may take whatever is left. The cost of a slot grows
+//!   with its batch and every client in the slot waits for it: a peer that could fill the
+//!   batches honest nodes propose would decide how long everyone else's requests take.
+//!   Each node proposes its own clients' requests in full when it leads, so a node whose
+//!   clients send far more than the others still gets them decided, at a quarter of a
+//!   batch per slot in a four-node cluster when another node leads and a full batch when
+//!   it does.
 //! * **No order an attacker can choose.** The order of the sources within each round, and
 //!   of the clients within each source, is a permutation drawn from a hash of the slot
 //!   seed (the previous ledger hash and the slot number, known to every node only once
@@ -50,7 +59,8 @@
 //!
 //! It **can** fill its own share of every honest pool (a quarter in a four-node cluster)
 //! with requests of invented clients, and so take at most one request in every round of
-//! an honest node's proposal: with four sources pending, a quarter of the batch. It can
+//! an honest node's proposal, and at most a quarter of it in a four-node cluster, however
+//! little the others send. It can
 //! keep those requests pending only until they are applied, which costs it their
 //! execution in the ledger. It can also speak to an honest node as a client, with as
 //! many client ids as it likes; those compete only inside that node's share for its
@@ -139,6 +149,9 @@ pub(super) enum Admitted {
     Added,
     /// Already pending (a retransmission, or a copy from another node); nothing changed.
     Known,
+    /// Another request with the same id is pending, its signature still unchecked: this
+    /// one should be checked too (the first may be an altered copy).
+    Contested,
 }
 
 /// One pending request.
@@ -150,6 +163,9 @@ struct Pending {
     flooded: Instant,
     /// Bytes of its compact JSON, as a batch encodes it.
     bytes: usize,
+    /// Whether its signature (if any) has been checked; an unchecked request counts
+    /// against every quota but goes in no batch.
+    checked: bool,
 }
 
 /// Pending requests with per-source and per-client quotas (see the module docs). Pure:
@@ -161,14 +177,17 @@ pub(super) struct Pool {
     per_source: BTreeMap<Source, usize>,
     capacity: usize,
     source_quota: usize,
+    /// The peers and this node's own clients: `peers + 1`.
+    sources: usize,
 }
 
 impl Pool {
     /// A pool of at most `capacity` requests for a node with `peers` peers: each peer and
     /// the node's own clients may hold `capacity / (peers + 1)` of them (at least one).
     pub(super) fn new(capacity: usize, peers: usize) -> Pool {
-        let source_quota = (capacity / peers.saturating_add(1)).max(1);
-        Pool { entries: BTreeMap::new(), per_source: BTreeMap::new(), capacity, source_quota }
+        let sources = peers.saturating_add(1);
+        let source_quota = (capacity / sources).max(1);
+        Pool { entries: BTreeMap::new(), per_source: BTreeMap::new(), capacity, source_quota, sources }
     }
 
     /// How many requests are pending.
@@ -191,19 +210,86 @@ impl Pool {
         self.per_source.iter().map(|(source, n)| (*source, *n))
     }
 
+    /// The peers whose share of the pool is full: their floods would be refused.
+    pub(super) fn full_peers(&self) -> Vec<NodeId> {
+        self.per_source
+            .iter()
+            .filter(|(_, n)| **n >= self.source_quota)
+            .filter_map(|(source, _)| match source {
+                Source::Peer(peer) => Some(*peer),
+                Source::Client => None,
+            })
+            .collect()
+    }
+
     /// Pools `request`, which entered through `source`, unless a quota is full. A request
     /// already pending keeps its first source and is [`Admitted::Known`]. The caller has
     /// checked that the wallet admits it as new.
     pub(super) fn admit(&mut self, request: Request, source: Source, now: Instant) -> Result<Admitted, Full> {
+        self.insert(request, source, now, true)
+    }
+
+    /// [`Pool::admit`] for a request whose signature is still to be checked: it holds its
+    /// place in the quotas, and goes in no batch until [`Pool::checked`] says it verified.
+    pub(super) fn admit_unchecked(
+        &mut self,
+        request: Request,
+        source: Source,
+        now: Instant,
+    ) -> Result<Admitted, Full> {
+        self.insert(request, source, now, false)
+    }
+
+    fn insert(
+        &mut self,
+        request: Request,
+        source: Source,
+        now: Instant,
+        checked: bool,
+    ) -> Result<Admitted, Full> {
         let id = request.id();
-        if self.entries.contains_key(&id) {
-            return Ok(Admitted::Known);
+        if let Some(pending) = self.entries.get_mut(&id) {
+            if pending.request == request {
+                pending.checked |= checked;
+                return Ok(Admitted::Known);
+            }
+            if checked && !pending.checked {
+                // A copy under the same id that is still unchecked (perhaps an altered
+                // one) gives way to one known to verify.
+                pending.bytes = encoded_len(&request);
+                pending.request = request;
+                pending.checked = true;
+                return Ok(Admitted::Known);
+            }
+            return Ok(if checked || pending.checked { Admitted::Known } else { Admitted::Contested });
         }
         self.check_quotas(request.client, source)?;
         let bytes = encoded_len(&request);
-        self.entries.insert(id, Pending { request, source, flooded: now, bytes });
+        self.entries.insert(id, Pending { request, source, flooded: now, bytes, checked });
         *self.per_source.entry(source).or_insert(0) += 1;
         Ok(Admitted::Added)
+    }
+
+    /// The verdict on `request`, admitted unchecked (or [`Admitted::Contested`]) from
+    /// `source`: if its signature verified it stays for batches (taking the place of an
+    /// unchecked copy with the same id, or pooled again if its entry left meanwhile);
+    /// if not, its entry leaves, unless it holds another request by then.
+    pub(super) fn checked(&mut self, request: &Request, verified: bool, source: Source, now: Instant) {
+        let id = request.id();
+        match self.entries.get(&id) {
+            Some(pending) if pending.request == *request && verified => self.mark_checked(&id),
+            Some(pending) if pending.request == *request && !pending.checked => self.remove(&id),
+            Some(_) | None if verified => {
+                let _ = self.insert(request.clone(), source, now, true);
+            }
+            _ => {}
+        }
+    }
+
+    fn mark_checked(&mut self, id: &Id) {
+        if let Some(pending) = self.entries.get_mut(id) {
+            pending.checked = true;
+        }
     }
 
     fn check_quotas(&self, client: u64, source: Source) -> Result<(), Full> {
@@ -272,18 +358,41 @@ impl Pool {
     /// The fair proposal for the slot whose seed is `slot_seed`: at most `max_requests`
     /// requests whose batch encodes in at most `max_bytes` bytes, chosen round-robin across
     /// sources and, within each source, across clients, both in an order drawn from the
-    /// seed (see the module docs). Deterministic given the pool and the seed.
+    /// seed, each peer taking at most `1 / (peers + 1)` of them and of the bytes, and this
+    /// node's own clients what is left (see the module docs). Deterministic given the
+    /// pool and the seed.
     pub(super) fn next_batch(&self, slot_seed: &[u8], max_requests: usize, max_bytes: usize) -> Batch {
         let key = seed_key(slot_seed);
-        let mut lanes: Vec<_> = self.lanes(key).into_iter().map(Vec::into_iter).collect();
+        let share = Share { requests: max_requests.div_ceil(self.sources), bytes: max_bytes / self.sources };
+        let mut lanes: Vec<_> = self
+            .lanes(key)
+            .into_iter()
+            .map(|(source, lane)| {
+                let cap = if source == Source::Client { Share::UNLIMITED } else { share };
+                (lane.into_iter(), cap)
+            })
+            .collect();
         let mut fill = Fill::new(max_requests, max_bytes);
         while !fill.is_full() {
             let mut took = false;
-            for lane in &mut lanes {
+            for (lane, cap) in &mut lanes {
                 if fill.is_full() {
                     break;
                 }
-                took |= lane.any(|pending| fill.try_take(pending));
+                if cap.requests == 0 {
+                    continue;
+                }
+                // The lane's next request that fits the batch, or the first that would
+                // overrun the lane's share, which ends the lane's turns.
+                match lane.find(|pending| pending.bytes > cap.bytes || fill.try_take(pending)) {
+                    Some(pending) if pending.bytes <= cap.bytes => {
+                        cap.requests -= 1;
+                        cap.bytes -= pending.bytes;
+                        took = true;
+                    }
+                    Some(_) => cap.requests = 0,
+                    None => {}
+                }
             }
             if !took {
                 break;
@@ -295,7 +404,7 @@ impl Pool {
     /// One lane per source, in the seed's order of sources; each lane lists the source's
     /// requests round-robin across its clients (in the seed's order of clients), each
     /// client's in id order.
-    fn lanes(&self, key: u64) -> Vec<Vec<&Pending>> {
+    fn lanes(&self, key: u64) -> Vec<(Source, Vec<&Pending>)> {
         let mut by_source: BTreeMap<Source, Vec<Vec<&Pending>>> = BTreeMap::new();
         for client in self.clients(key) {
             let Some(first) = client.first() else { continue };
@@ -306,13 +415,22 @@ impl Pool {
             .map(|(source, clients)| (source_rank(key, source), source, clients))
             .collect();
         sources.sort_unstable_by_key(|(rank, source, _)| (*rank, *source));
-        sources.into_iter().map(|(_, _, clients)| round_robin(clients)).collect()
+        sources.into_iter().map(|(_, source, clients)| (source, round_robin(clients))).collect()
     }
 
-    /// Every client's pending requests (in id order), clients in the seed's order.
+    /// Every client's pending requests (in id order, up to the first still unchecked),
+    /// clients in the seed's order.
     fn clients(&self, key: u64) -> Vec<Vec<&Pending>> {
         let mut clients: Vec<(u64, u64, Vec<&Pending>)> = Vec::new();
+        let mut blocked = None;
         for ((client, _, _), pending) in &self.entries {
+            if blocked == Some(*client) {
+                continue; // a later request must not overtake one still being checked
+            }
+            if !pending.checked {
+                blocked = Some(*client);
+                continue;
+            }
             match clients.last_mut() {
                 Some((_, last, requests)) if last == client => requests.push(pending),
                 _ => clients.push((rank(key, SALT_CLIENT, *client), *client, vec![pending])),
@@ -333,6 +451,18 @@ fn round_robin(clients: Vec<Vec<&Pending>>) -> Vec<&Pending> {
         .collect();
     order.sort_unstable_by_key(|(turn, place, _)| (*turn, *place));
     order.into_iter().map(|(_, _, pending)| pending).collect()
+}
+
+/// What one source may still add to a batch.
+#[derive(Clone, Copy, Debug)]
+struct Share {
+    requests: usize,
+    bytes: usize,
+}
+
+impl Share {
+    /// No cap but the batch's own (this node's own clients).
+    const UNLIMITED: Share = Share { requests: usize::MAX, bytes: usize::MAX };
 }
 
 /// A batch being filled within its caps.
@@ -467,6 +597,7 @@ mod tests {
             assert_eq!(pool.admit(req(client, 1, 1), PEER, now), Ok(Admitted::Added));
         }
         assert_eq!(pool.admit(req(99, 1, 1), PEER, now), Err(Full::Source(PEER)));
+        assert_eq!(pool.full_peers(), [NodeId(3001)], "its floods may be dropped unverified");
         assert_eq!(pool.admit(req(99, 1, 1), Source::Client, now), Ok(Admitted::Added), "own share intact");
         for seq in 2..=CLIENT_QUOTA as u64 {
             assert_eq!(pool.admit(req(99, 1, seq), Source::Client, now), Ok(Admitted::Added));
@@ -497,7 +628,7 @@ mod tests {
         pool.admit(real.clone(), Source::Client, now).expect("pooled");
         for slot in 0..20u64 {
             let batch = batch(&pool, &slot.to_be_bytes());
-            assert_eq!(batch.len(), MAX_BATCH_REQUESTS);
+            assert_eq!(batch.len(), MAX_BATCH_REQUESTS / 4 + 1, "a quarter for the flood, one real");
             assert!(batch.contains(real.id()), "slot {slot}: the real request is in every proposal");
         }
     }
@@ -520,13 +651,98 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_takes_its_share_and_not_what_the_others_leave() {
+        let now = Instant::now();
+        let mut pool = pool(10_000);
+        for client in 0..500 {
+            pool.admit(req(client, 1, 1), PEER, now).expect("pooled");
+        }
+        let light = [Source::Client, OTHER, Source::Peer(NodeId(3003))];
+        for (n, source) in light.iter().enumerate() {
+            pool.admit(req(1_000 + n as u64, 1, 1), *source, now).expect("pooled");
+        }
+        let proposal = batch(&pool, b"seed");
+        let flood = proposal.requests().iter().filter(|r| r.client < 1_000).count();
+        assert_eq!(flood, MAX_BATCH_REQUESTS / 4, "a quarter in a four-node cluster");
+        assert_eq!(proposal.len(), MAX_BATCH_REQUESTS / 4 + 3, "and every light source's request");
+        pool.retain_new(|r| r.client < 1_000);
+        assert_eq!(batch(&pool, b"seed").len(), MAX_BATCH_REQUESTS / 4, "alone, still a quarter");
+        let mut own = super::Pool::new(10_000, 3);
+        for client in 0..500 {
+            own.admit(req(client, 1, 1), Source::Client, now).expect("pooled");
+        }
+        assert_eq!(batch(&own, b"seed").len(), MAX_BATCH_REQUESTS, "our own clients may fill it");
+    }
+
+    #[test]
+    fn a_peer_share_holds_by_bytes_too() {
+        let now = Instant::now();
+        let mut pool = pool(10_000);
+        for client in 0..500 {
+            let big = Request::new(client, 1, op(&format!("set {} 1", "k".repeat(60)))).with_session(1);
+            pool.admit(big, PEER, now).expect("pooled");
+        }
+        let proposal = batch(&pool, b"seed");
+        let bytes: usize = proposal.requests().iter().map(encoded_len).sum();
+        assert!(bytes <= MAX_BATCH_BYTES / 4, "{bytes} bytes of a peer's requests");
+        assert!(bytes + encoded_len(&proposal.requests()[0]) > MAX_BATCH_BYTES / 4, "and nearly that many");
+    }
+
+    #[test]
+    fn an_unchecked_request_holds_its_quota_but_joins_no_batch_until_it_verifies() {
+        let now = Instant::now();
+        let mut pool = pool(8); // 2 per source
+        pool.admit_unchecked(req(1, 1, 1), PEER, now).expect("pooled");
+        pool.admit(req(1, 1, 2), PEER, now).expect("pooled");
+        assert_eq!(pool.admit_unchecked(req(2, 1, 1), PEER, now), Err(Full::Source(PEER)), "it counts");
+        assert!(batch(&pool, b"seed").is_empty(), "seq 2 must not overtake the unchecked seq 1");
+        pool.checked(&req(1, 1, 1), true, PEER, now);
+        assert_eq!(ids(&batch(&pool, b"seed")), [(1, 1, 1), (1, 1, 2)]);
+        pool.admit_unchecked(req(3, 1, 1), OTHER, now).expect("pooled");
+        pool.checked(&req(3, 1, 1), false, OTHER, now);
+        assert!(!pool.contains(&(3, 1, 1)), "a forgery leaves");
+        pool.checked(&req(1, 1, 1), false, PEER, now);
+        assert!(pool.contains(&(1, 1, 1)), "a verified request stays");
+    }
+
+    #[test]
+    fn an_altered_copy_under_a_real_id_never_displaces_the_real_request() {
+        let now = Instant::now();
+        let real = req(5, 1, 1);
+        let altered = Request::new(5, 1, op("set k 0")).with_session(1);
+        // The altered copy first, unchecked; the real one is contested, then verifies.
+        let mut first = pool(100);
+        assert_eq!(first.admit_unchecked(altered.clone(), PEER, now), Ok(Admitted::Added));
+        assert_eq!(first.admit_unchecked(real.clone(), OTHER, now), Ok(Admitted::Contested));
+        first.checked(&altered, false, PEER, now);
+        first.checked(&real, true, OTHER, now);
+        assert_eq!(batch(&first, b"seed").requests(), std::slice::from_ref(&real));
+        // The verdicts the other way round end the same.
+        let mut second = pool(100);
+        second.admit_unchecked(altered.clone(), PEER, now).expect("pooled");
+        second.admit_unchecked(real.clone(), OTHER, now).expect("contested");
+        second.checked(&real, true, OTHER, now);
+        second.checked(&altered, false, PEER, now);
+        assert_eq!(batch(&second, b"seed").requests(), std::slice::from_ref(&real));
+        // A real copy known to verify takes the unchecked altered copy's place at once,
+        // and a verified copy is never displaced by an unchecked one.
+        let mut third = pool(100);
+        third.admit_unchecked(altered.clone(), PEER, now).expect("pooled");
+        assert_eq!(third.admit(real.clone(), Source::Client, now), Ok(Admitted::Known));
+        assert_eq!(batch(&third, b"seed").requests(), std::slice::from_ref(&real));
+        assert_eq!(third.admit_unchecked(altered.clone(), PEER, now), Ok(Admitted::Known));
+        third.checked(&altered, false, PEER, now);
+        assert_eq!(batch(&third, b"seed").requests(), [real]);
+    }
+
+    #[test]
     fn clients_of_one_source_take_turns_and_each_goes_in_id_order() {
         let now = Instant::now();
         let mut pool = pool(10_000);
         for seq in [3, 1, 2, 4] {
-            pool.admit(req(1, 1, seq), PEER, now).expect("pooled");
+            pool.admit(req(1, 1, seq), Source::Client, now).expect("pooled");
         }
-        pool.admit(req(2, 1, 1), PEER, now).expect("pooled");
+        pool.admit(req(2, 1, 1), Source::Client, now).expect("pooled");
         let batch = pool.next_batch(b"seed", 3, MAX_BATCH_BYTES);
         assert_eq!(ids(&batch), [(1, 1, 1), (1, 1, 2), (2, 1, 1)], "one each, then the busy client again");
     }
@@ -555,9 +771,9 @@ mod tests {
         let mut pool = pool(10_000);
         let big = Request::new(1, 1, op(&format!("set {} 1", "k".repeat(60)))).with_session(1);
         let after_big = Request::new(1, 2, op("get k")).with_session(1);
-        pool.admit(big.clone(), PEER, now).expect("pooled");
-        pool.admit(after_big, PEER, now).expect("pooled");
-        pool.admit(req(2, 1, 1), OTHER, now).expect("pooled");
+        pool.admit(big.clone(), Source::Client, now).expect("pooled");
+        pool.admit(after_big, Source::Client, now).expect("pooled");
+        pool.admit(req(2, 1, 1), Source::Client, now).expect("pooled");
         let small = encoded_len(&req(2, 1, 1));
         let batch = pool.next_batch(b"seed", 10, BATCH_FRAME + small);
         assert_eq!(ids(&batch), [(2, 1, 1)], "seq 2 of client 1 must not overtake its seq 1");

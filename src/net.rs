@@ -4,12 +4,19 @@
 //! plain text such as `foo:$10` for people poking a node with `nc -u`. The reader thread
 //! blocks on [`UdpSocket::recv_from`], decodes each datagram and hands it to the protocol
 //! thread over a crossbeam channel; malformed input is passed along as a typed
-//! [`DecodeError`] so that the protocol thread can log it once and drop it.
+//! [`DecodeError`] so that the protocol thread can log it once and drop it. Client
+//! signatures are checked on a verifier thread of their own ([`verifier`]), and floods
+//! travel on a bulk channel ([`Inboxes`]), so that neither the reader nor consensus ever
+//! waits behind signature checks or a flood.
 //!
 //! Two test hooks, both off by default: `FBA_NET_FAULTS` adds faults to outgoing datagrams,
 //! e.g. `loss=0.2,dup=0.1,delay_ms=30,seed=7` (see [`Faults`]); while the file named by
 //! `FBA_NET_PARTITION_FILE` exists, the node is cut off: it drops every datagram it would
 //! send or receive (see [`Partition`]).
+
+mod verifier;
+
+pub use verifier::{check_flood, FloodCheck, Job};
 
 use crate::auth::{self, AuthError, Opener, Sealer};
 use crate::quorum::NodeId;
@@ -266,7 +273,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
     serde_json::to_vec(message).expect("messages always serialize")
 }
 
-/// One datagram from the reader thread.
+/// One datagram from the reader thread (through the verifier thread if it carried signatures).
 #[derive(Debug)]
 pub struct Incoming {
     /// Who sent it.
@@ -274,70 +281,35 @@ pub struct Incoming {
     /// What it said, or why it could not be read.
     pub datagram: Result<Datagram, DecodeError>,
     /// Digests ([`crate::wallet::Request::digest`]) of the signed client requests in it
-    /// whose signatures the reader verified: the protocol thread need not check them again.
+    /// whose signatures the verifier thread checked: the protocol thread need not check them again.
     pub verified: Vec<crate::hash::Digest>,
     /// Signed requests of a flood whose signatures failed (removed from the flood).
     pub forged: usize,
 }
 
-/// Verifies the client signatures a datagram carries, off the protocol thread: a direct
-/// request that fails becomes a [`DecodeError::BadSignature`]; a flood loses the requests
-/// that fail (their number is returned); every verified request's digest is collected.
+/// Verifies the signature of a signed client request, off the protocol thread: one
+/// that fails becomes a [`DecodeError::BadSignature`] (the node answers it with an
+/// error). Returns the digest of a verified request, and how many failed (0 or 1).
+/// Flooded requests are checked with [`check_flood`] once pooled.
 pub fn check_signatures(
     datagram: &mut Result<Datagram, DecodeError>,
     cache: &mut SignatureCache,
 ) -> (Vec<crate::hash::Digest>, usize) {
-    let mut verified = Vec::new();
-    let mut forged = 0;
-    match datagram {
-        Ok(Datagram::Json(Message::Request { request })) if request.auth.is_some() => {
+    if let Ok(Datagram::Json(Message::Request { request })) = datagram {
+        if request.auth.is_some() {
             match cache.verify(request) {
-                Ok(digest) => verified.push(digest),
-                Err(e) => *datagram = Err(DecodeError::BadSignature(e.to_string())),
+                Ok(digest) => return (vec![digest], 0),
+                Err(e) => {
+                    *datagram = Err(DecodeError::BadSignature(e.to_string()));
+                    return (Vec::new(), 1);
+                }
             }
         }
-        Ok(Datagram::Json(Message::Flood { requests })) => {
-            requests.retain(|r| keep_flooded(r, None, cache, &mut verified, &mut forged));
-        }
-        Ok(Datagram::Peer { peer, message: Message::Flood { requests } }) => {
-            let peer = Some(*peer);
-            requests.retain(|r| keep_flooded(r, peer, cache, &mut verified, &mut forged));
-        }
-        _ => {}
     }
-    (verified, forged)
+    (Vec::new(), 0)
 }
 
-/// Whether a flooded request stays in its flood: unsigned ones do (the protocol thread
-/// decides about them), signed ones if they verify within the sender's budget.
-fn keep_flooded(
-    request: &crate::wallet::Request,
-    budget: Option<NodeId>,
-    cache: &mut SignatureCache,
-    verified: &mut Vec<crate::hash::Digest>,
-    forged: &mut usize,
-) -> bool {
-    if request.auth.is_none() {
-        return true;
-    }
-    let checked = match budget {
-        Some(peer) => cache.verify_within(request, peer),
-        None => cache.verify(request).map_err(Some),
-    };
-    match checked {
-        Ok(digest) => {
-            verified.push(digest);
-            true
-        }
-        Err(Some(_)) => {
-            *forged += 1;
-            false
-        }
-        Err(None) => false, // over the sender's budget: dropped unverified
-    }
-}
-
-/// The digests of the requests whose signatures the reader verified recently, so a
+/// The digests of the requests whose signatures were verified recently, so a
 /// request flooded again (by several peers, or by a member repeating it on purpose) costs
 /// a hash, not another Ed25519 verification. Two generations of [`SIGNATURE_CACHE`]
 /// digests each: when the current one fills up, it becomes the previous one.
@@ -575,22 +547,70 @@ impl Outbox {
     }
 }
 
-/// A bound UDP socket with its reader thread.
+/// Where the reader delivers what it reads, by urgency. Consensus is never queued
+/// behind bulk work: the protocol thread takes everything urgent before each bit of bulk.
+#[derive(Clone)]
+pub struct Inboxes {
+    /// Statements, ledger entries, catch-up requests, client requests, malformed input.
+    pub urgent: Sender<Incoming>,
+    /// Floods of client requests between peers.
+    pub bulk: Sender<Incoming>,
+    /// Peers whose floods are dropped on arrival, unverified.
+    pub gate: FloodGate,
+    /// The verifier's verdicts on flooded requests ([`Job::Flood`]).
+    pub checked: Sender<FloodCheck>,
+}
+
+/// The peers whose share of the request pool is full: the protocol thread closes the gate
+/// for them, and the reader drops their floods before any signature check (the pool would
+/// refuse every request in them). Checking signatures a peer cannot get pooled would let
+/// one member spend the node's CPU as fast as it can sign.
+#[derive(Clone, Debug, Default)]
+pub struct FloodGate(Arc<Mutex<Vec<NodeId>>>);
+
+impl FloodGate {
+    /// From now on, drops the floods of exactly the peers in `closed`.
+    pub fn set_closed(&self, closed: Vec<NodeId>) {
+        let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if *peers != closed {
+            *peers = closed;
+        }
+    }
+
+    /// Whether floods from `peer` are dropped.
+    pub fn is_closed(&self, peer: NodeId) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+    }
+}
+
+/// Jobs queued for the verifier thread ([`Job`]); beyond this many a client's request is
+/// dropped (the client sends it again) and a flood is not pooled (its node floods it
+/// again) rather than delay the reader or the protocol thread.
+pub const VERIFY_QUEUE: usize = 256;
+
+/// A bound UDP socket with its reader thread and its signature verifier thread.
 pub struct Endpoint {
     /// The sending half.
     pub outbox: Outbox,
     local: SocketAddr,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
+    verifier: Option<JoinHandle<()>>,
+    /// The verifier thread's queue: the protocol thread sends it [`Job::Flood`]s.
+    pub jobs: Sender<Job>,
 }
 
 impl Endpoint {
-    /// Binds `addr` and starts the reader thread, which sends every datagram to `inbox`.
-    /// With `auth` (keyed mode) the reader opens sealed datagrams and outgoing peer
-    /// messages are sealed.
+    /// Binds `addr` and starts the reader thread, which sends every datagram to `inboxes`
+    /// (floods to `bulk`, the rest to `urgent`), and the verifier thread (see
+    /// [`verifier`]), which checks the signatures of client requests before they reach the
+    /// protocol thread and of flooded requests the protocol thread pooled provisionally,
+    /// so that neither reading nor consensus waits for signature checks. With `auth`
+    /// (keyed mode) the reader opens sealed datagrams and outgoing peer messages are
+    /// sealed.
     pub fn bind(
         addr: SocketAddr,
-        inbox: Sender<Incoming>,
+        inboxes: Inboxes,
         faults: Option<Faults>,
         auth: Option<(Opener, Sealer)>,
     ) -> io::Result<Endpoint> {
@@ -602,11 +622,19 @@ impl Endpoint {
         let local = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let partition = Partition::from_env();
+        let (jobs, jobs_rx) = crossbeam_channel::bounded(VERIFY_QUEUE);
+        let verifier = {
+            let (inboxes, checked) = (inboxes.clone(), inboxes.checked.clone());
+            thread::Builder::new()
+                .name("verifier".into())
+                .spawn(move || verifier::verify_loop(&jobs_rx, &inboxes, &checked))?
+        };
         let reader = {
             let (socket, stop, cut) = (Arc::clone(&socket), Arc::clone(&stop), partition.clone());
+            let route = Router { inboxes, to_verify: jobs.clone() };
             thread::Builder::new()
                 .name("udp-reader".into())
-                .spawn(move || read_loop(&socket, &inbox, &stop, cut.as_deref(), opener))?
+                .spawn(move || read_loop(&socket, &route, &stop, cut.as_deref(), opener))?
         };
         let faults = faults.map(|f| {
             let rng = Arc::new(Mutex::new(Rng::new(f.seed)));
@@ -617,6 +645,8 @@ impl Endpoint {
             local,
             stop,
             reader: Some(reader),
+            verifier: Some(verifier),
+            jobs,
         })
     }
 
@@ -637,6 +667,10 @@ impl Endpoint {
         if let Some(handle) = self.reader.take() {
             let _ = handle.join();
         }
+        if let Some(handle) = self.verifier.take() {
+            let _ = self.jobs.send(Job::Stop);
+            let _ = handle.join();
+        }
     }
 }
 
@@ -646,16 +680,64 @@ impl Drop for Endpoint {
     }
 }
 
+/// Where the reader sends each decoded datagram.
+struct Router {
+    inboxes: Inboxes,
+    to_verify: Sender<Job>,
+}
+
+impl Router {
+    /// Sends `datagram` on: to the verifier if it carries client signatures, else to the
+    /// protocol thread by urgency. False once the protocol thread has gone.
+    fn route(&self, from: SocketAddr, datagram: Result<Datagram, DecodeError>) -> bool {
+        if let Ok(Datagram::Peer { peer, message: Message::Flood { .. } }) = &datagram {
+            if self.inboxes.gate.is_closed(*peer) {
+                return true;
+            }
+        }
+        if is_signed_request(&datagram) {
+            // A full queue drops the datagram: the client sends its request again.
+            return !matches!(
+                self.to_verify.try_send(Job::Datagram(from, datagram)),
+                Err(crossbeam_channel::TrySendError::Disconnected(_))
+            );
+        }
+        let incoming = Incoming { from, datagram, verified: Vec::new(), forged: 0 };
+        self.inboxes.deliver(incoming)
+    }
+}
+
+impl Inboxes {
+    /// Hands `incoming` to the protocol thread: floods as bulk, the rest as urgent.
+    /// False once the protocol thread has gone.
+    fn deliver(&self, incoming: Incoming) -> bool {
+        let inbox = if is_flood(&incoming.datagram) { &self.bulk } else { &self.urgent };
+        inbox.send(incoming).is_ok()
+    }
+}
+
+/// Whether a datagram is a flood of client requests (from a peer, or unsealed).
+fn is_flood(datagram: &Result<Datagram, DecodeError>) -> bool {
+    matches!(
+        datagram,
+        Ok(Datagram::Json(Message::Flood { .. }) | Datagram::Peer { message: Message::Flood { .. }, .. })
+    )
+}
+
+/// Whether a datagram is a signed client request (floods are checked after pooling).
+fn is_signed_request(datagram: &Result<Datagram, DecodeError>) -> bool {
+    matches!(datagram, Ok(Datagram::Json(Message::Request { request })) if request.auth.is_some())
+}
+
 fn read_loop(
     socket: &UdpSocket,
-    inbox: &Sender<Incoming>,
+    route: &Router,
     stop: &AtomicBool,
     partition: Option<&Partition>,
     mut opener: Option<Opener>,
 ) {
     // One byte more than the limit, so that an oversized datagram is recognised.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut signatures = SignatureCache::default();
     let mut ledger_budget = LedgerBudget::default();
     while !stop.load(Ordering::SeqCst) {
         let (n, from) = match socket.recv_from(&mut buf) {
@@ -681,13 +763,12 @@ fn read_loop(
         if partition.is_some_and(Partition::is_cut) {
             continue;
         }
-        let mut datagram = if n > MAX_DATAGRAM {
+        let datagram = if n > MAX_DATAGRAM {
             Err(DecodeError::Oversized(n))
         } else {
             decode_limited(&buf[..n], opener.as_mut(), Some(&mut ledger_budget))
         };
-        let (verified, forged) = check_signatures(&mut datagram, &mut signatures);
-        if inbox.send(Incoming { from, datagram, verified, forged }).is_err() {
+        if !route.route(from, datagram) {
             break;
         }
     }
@@ -808,8 +889,10 @@ mod tests {
     #[test]
     fn the_reader_survives_port_unreachable_errors() {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let (checked, _) = crossbeam_channel::unbounded();
+        let inboxes = Inboxes { urgent: tx.clone(), bulk: tx, gate: FloodGate::default(), checked };
         let mut endpoint =
-            Endpoint::bind("127.0.0.1:0".parse().expect("addr"), tx, None, None).expect("bind");
+            Endpoint::bind("127.0.0.1:0".parse().expect("addr"), inboxes, None, None).expect("bind");
         let closed = UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
         for _ in 0..3 {
             endpoint.outbox.send(closed, b"anyone?").expect("send");
@@ -822,8 +905,8 @@ mod tests {
         endpoint.shutdown();
     }
 
-    /// Flooded signed requests: a valid one stays (and its digest is reported), a forged
-    /// one is removed and counted, and a repeat is recognised without a second check.
+    /// Flooded signed requests: a valid one is reported with its digest, a forged one
+    /// as forged, and a repeat is recognised without a second check.
     #[test]
     fn floods_keep_only_requests_whose_signatures_verify() {
         let (key, _) = crate::wallet::ClientKey::generate().expect("key");
@@ -833,17 +916,15 @@ mod tests {
         forged.seq = 2;
         let mut cache = SignatureCache::default();
         for _ in 0..2 {
-            let message = Message::Flood { requests: vec![good.clone(), forged.clone()] };
-            let mut datagram = Ok(Datagram::Peer { peer: NodeId(7), message });
-            let (verified, dropped) = check_signatures(&mut datagram, &mut cache);
-            assert_eq!((verified, dropped), (vec![good.digest()], 1));
-            let Ok(Datagram::Peer { message: Message::Flood { requests }, .. }) = datagram else { panic!() };
-            assert_eq!(requests, vec![good.clone()]);
+            let check = check_flood(NodeId(7), vec![good.clone(), forged.clone()], &mut cache);
+            assert_eq!(check.verified, vec![(good.clone(), good.digest())]);
+            assert_eq!(check.forged, vec![forged.clone()]);
+            assert!(check.unchecked.is_empty());
         }
         assert!(cache.seen(&good.digest()) && !cache.seen(&forged.digest()));
         // A direct request whose signature fails becomes a refusal the node answers.
         let mut direct = Ok(Datagram::Json(Message::Request { request: forged }));
-        check_signatures(&mut direct, &mut cache);
+        assert_eq!(check_signatures(&mut direct, &mut cache).1, 1);
         assert!(matches!(direct, Err(DecodeError::BadSignature(_))));
     }
 

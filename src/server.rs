@@ -72,6 +72,11 @@ const SILENT_AFTER: Duration = Duration::from_secs(3);
 const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// Most queued datagrams handled before persisting and sending what they produced.
 const MAX_BURST: usize = 256;
+/// Most floods handled in one turn of the protocol loop, after everything urgent.
+const BULK_BURST: usize = 4;
+/// Floods queued for the protocol thread; beyond this the verifier waits, its own queue
+/// fills and the reader drops floods (their nodes flood them again).
+const BULK_QUEUE: usize = 256;
 /// Requests per flood datagram.
 const FLOOD_CHUNK: usize = 64;
 
@@ -174,7 +179,12 @@ impl WalletApp {
         WalletApp { require_signatures, ..WalletApp::default() }
     }
 
-    /// Remembers requests whose signatures were verified elsewhere (the reader thread).
+    /// Whether the request with this digest is known to verify.
+    pub fn is_verified(&self, digest: &crate::hash::Digest) -> bool {
+        self.verified.borrow().contains(digest)
+    }
+
+    /// Remembers requests whose signatures were verified elsewhere (the verifier thread).
     pub fn note_verified(&self, digests: impl IntoIterator<Item = crate::hash::Digest>) {
         let mut verified = self.verified.borrow_mut();
         for digest in digests {
@@ -242,8 +252,12 @@ fn run_node(config: ServerConfig, shutdown: &Receiver<()>) -> Result<(), ServerE
         crate::lock::DataDirLock::acquire(&config.data_dir, config.port).map_err(ServerError::Lock)?;
     let recovered = recovery::recover(&config.data_dir, config.port)?;
     let (net_tx, net_rx) = crossbeam_channel::bounded(4096);
+    let (bulk_tx, bulk_rx) = crossbeam_channel::bounded(BULK_QUEUE);
     let auth = trust::authenticators(&config)?;
-    let mut endpoint = Endpoint::bind(config.bind, net_tx, Faults::from_env(), auth)
+    let gate = net::FloodGate::default();
+    let (checked_tx, checked_rx) = crossbeam_channel::bounded(BULK_QUEUE);
+    let inboxes = net::Inboxes { urgent: net_tx, bulk: bulk_tx, gate: gate.clone(), checked: checked_tx };
+    let mut endpoint = Endpoint::bind(config.bind, inboxes, Faults::from_env(), auth)
         .map_err(|e| ServerError::Bind(config.bind, e))?;
     let metrics = Arc::new(Metrics::new());
     let exporter = config.metrics.map(|addr| status::Exporter::start(addr, &metrics)).transpose()?;
@@ -251,11 +265,19 @@ fn run_node(config: ServerConfig, shutdown: &Receiver<()>) -> Result<(), ServerE
     let (fired_tx, fired_rx) = crossbeam_channel::unbounded();
     let timer_thread = timer::spawn(timer_rx, fired_tx).map_err(ServerError::Spawn)?;
     let own = recovered.own.clone();
-    let shell =
-        Shell { outbox: endpoint.outbox.clone(), timers: timer_tx, local: endpoint.local_addr(), metrics };
+    let shell = Shell {
+        outbox: endpoint.outbox.clone(),
+        timers: timer_tx,
+        local: endpoint.local_addr(),
+        metrics,
+        gate,
+        verifier: endpoint.jobs.clone(),
+    };
     let mut server = Server::new(config, recovered, shell)?;
     server.announce(exporter.as_ref().map(|e| e.addr));
-    let result = server.restore(own).and_then(|()| server.serve(&net_rx, &fired_rx, shutdown));
+    let inbound = Inbound { net: net_rx, bulk: bulk_rx, checked: checked_rx, fired: fired_rx };
+    let result = server.restore(own).and_then(|()| server.serve(&inbound, shutdown));
+    drop(inbound); // the reader and the verifier stop sending once nobody listens
     endpoint.shutdown();
     drop(server); // closes the timer channel, which ends the timer thread
     let _ = timer_thread.join();
@@ -264,6 +286,18 @@ fn run_node(config: ServerConfig, shutdown: &Receiver<()>) -> Result<(), ServerE
 }
 
 /// What the protocol thread is given to act on the world with.
+/// The protocol thread's inbound channels.
+struct Inbound {
+    /// Urgent datagrams: statements, ledger entries, catch-up, client requests.
+    net: Receiver<Incoming>,
+    /// Floods.
+    bulk: Receiver<Incoming>,
+    /// The verifier's verdicts on flooded requests.
+    checked: Receiver<net::FloodCheck>,
+    /// Fired timers.
+    fired: Receiver<TimerId>,
+}
+
 struct Shell {
     /// The socket's sending half.
     outbox: Outbox,
@@ -271,6 +305,10 @@ struct Shell {
     timers: Sender<TimerCommand>,
     /// The bound address.
     local: SocketAddr,
+    /// Closed for peers whose pool share is full (see [`net::FloodGate`]).
+    gate: net::FloodGate,
+    /// The verifier thread's queue.
+    verifier: Sender<net::Job>,
     /// The metrics registry (shared with the `--metrics` thread).
     metrics: Arc<Metrics>,
 }
@@ -288,6 +326,10 @@ struct Server {
     epoch: Instant,
     /// The bound address.
     local: SocketAddr,
+    /// Closed for peers whose pool share is full (see [`net::FloodGate`]).
+    gate: net::FloodGate,
+    /// The verifier thread's queue: flooded requests pooled unchecked go there.
+    verifier: Sender<net::Job>,
     catchup: catchup::CatchUp,
     /// Test hook `FBA_DISK_FULL_AFTER=n`: ledger appends fail (as on a full disk) after n.
     disk_budget: Option<u64>,
@@ -362,6 +404,8 @@ impl Server {
             timers: shell.timers,
             epoch: Instant::now(),
             local: shell.local,
+            gate: shell.gate,
+            verifier: shell.verifier,
             catchup: catchup::CatchUp::default(),
             disk_budget: std::env::var("FBA_DISK_FULL_AFTER").ok().and_then(|v| v.parse().ok()),
             notes: recovered.notes,
@@ -459,18 +503,19 @@ impl Server {
         Ok(())
     }
 
-    fn serve(
-        &mut self,
-        net: &Receiver<Incoming>,
-        fired: &Receiver<TimerId>,
-        shutdown: &Receiver<()>,
-    ) -> Result<(), ServerError> {
+    /// The protocol thread's loop: waits for anything (`net`: urgent datagrams, `bulk`:
+    /// floods, `fired`: timers), takes everything urgent that is waiting and at most
+    /// [`BULK_BURST`] floods, then persists once and sends what that produced (group
+    /// commit). A flood never waits in front of a statement.
+    fn serve(&mut self, inbound: &Inbound, shutdown: &Receiver<()>) -> Result<(), ServerError> {
+        let Inbound { net, bulk, checked, fired } = inbound;
         let housekeeping = crossbeam_channel::tick(HOUSEKEEPING);
         loop {
             let batch_timer = match self.pool.is_empty() || self.proposed == Some(self.node.current_slot()) {
                 true => crossbeam_channel::never(),
                 false => self.batch_wait().map_or_else(crossbeam_channel::never, crossbeam_channel::after),
             };
+            let mut bulk_left = BULK_BURST;
             select! {
                 recv(housekeeping) -> _ => self.housekeeping(),
                 recv(batch_timer) -> _ => {}
@@ -478,19 +523,32 @@ impl Server {
                     Ok(incoming) => self.on_datagram(incoming)?,
                     Err(_) => return Ok(()),
                 },
+                recv(bulk) -> incoming => if let Ok(incoming) = incoming {
+                    bulk_left -= 1;
+                    self.on_datagram(incoming)?;
+                },
+                recv(checked) -> check => if let Ok(check) = check { self.on_flood_checked(check); },
                 recv(fired) -> timer => if let Ok(timer) = timer { self.on_timer(timer)?; },
                 recv(shutdown) -> _ => {
                     self.log.info(format_args!("shutting down; database complete at {}", self.store.path().display()));
                     return Ok(());
                 }
             }
-            // Group commit: take whatever else is already waiting, then persist once and
-            // send everything it produced.
+            // Group commit: take whatever else is already waiting (urgent first), then
+            // persist once and send everything it produced.
             for incoming in net.try_iter().take(MAX_BURST) {
                 self.on_datagram(incoming)?;
             }
             for timer in fired.try_iter() {
                 self.on_timer(timer)?;
+            }
+            for check in checked.try_iter() {
+                self.on_flood_checked(check);
+            }
+            if net.is_empty() {
+                for incoming in bulk.try_iter().take(bulk_left) {
+                    self.on_datagram(incoming)?;
+                }
             }
             self.propose_if_idle()?;
             self.flush()?;
@@ -611,21 +669,66 @@ impl Server {
     }
 
     /// Requests a peer flooded: pool those still to apply within the peer's quotas (in a
-    /// keyed cluster only signed ones, which the reader thread verified). Those over a
-    /// quota are dropped; the node they entered through floods them again.
+    /// keyed cluster only signed ones). Those over a quota are dropped; the node they
+    /// entered through floods them again. A signed request not yet known to verify is
+    /// pooled unchecked and sent to the verifier thread ([`net::Job::Flood`]): only what
+    /// the pool takes is ever verified, and the verdict comes back to
+    /// [`Server::on_flood_checked`].
     fn on_flood(&mut self, peer: NodeId, requests: Vec<Request>) {
         let keyed = self.config.keys.is_some();
-        let now = Instant::now();
+        let (now, source) = (Instant::now(), pool::Source::Peer(peer));
         let mut refused = None;
+        let mut to_check = Vec::new();
         for request in requests.into_iter().filter(|r| !keyed || r.auth.is_some()) {
-            if self.wallet.pool_admission(&request).is_new() {
-                if let Err(full) = self.pool.admit(request, pool::Source::Peer(peer), now) {
-                    refused = Some(full);
-                }
+            if !self.wallet.pool_admission(&request).is_new() {
+                continue;
+            }
+            let checked = request.auth.is_none() || self.node.app().is_verified(&request.digest());
+            let admitted = match checked {
+                true => self.pool.admit(request.clone(), source, now),
+                false => self.pool.admit_unchecked(request.clone(), source, now),
+            };
+            match admitted {
+                Ok(pool::Admitted::Added | pool::Admitted::Contested) if !checked => to_check.push(request),
+                Ok(_) => {}
+                Err(full) => refused = Some(full),
             }
         }
         if let Some(full) = refused {
             self.log.debug(format_args!("flood from peer {peer} not all pooled: {full}"));
+        }
+        if to_check.is_empty() {
+            return;
+        }
+        if let Err(e) = self.verifier.try_send(net::Job::Flood { peer, requests: to_check }) {
+            let net::Job::Flood { requests, .. } = e.into_inner() else { return };
+            for request in &requests {
+                // The verifier is behind: the flood comes again.
+                self.pool.checked(request, false, source, now);
+            }
+        }
+    }
+
+    /// The verifier's verdict on requests [`Server::on_flood`] pooled unchecked.
+    fn on_flood_checked(&mut self, check: net::FloodCheck) {
+        self.node.app().note_verified(check.verified.iter().map(|(_, digest)| *digest));
+        let (now, source) = (Instant::now(), pool::Source::Peer(check.peer.unwrap_or(self.config.id)));
+        for (request, _) in &check.verified {
+            if self.wallet.pool_admission(request).is_new() {
+                self.pool.checked(request, true, source, now);
+            }
+        }
+        for request in check.forged.iter().chain(&check.unchecked) {
+            self.pool.checked(request, false, source, now);
+        }
+        if let (Some(peer), false) = (check.peer, check.forged.is_empty()) {
+            let addr = self.config.peers.get(&peer).copied().unwrap_or(self.config.bind);
+            let n = check.forged.len();
+            self.log.dropped(
+                "forged request",
+                addr,
+                format_args!("{n} flooded requests with signatures that do not verify"),
+            );
         }
     }
 
@@ -899,6 +1002,7 @@ impl Server {
     /// among them), then sends everything queued: statements, floods of new requests, and
     /// replies.
     fn flush(&mut self) -> Result<(), ServerError> {
+        self.gate.set_closed(self.pool.full_peers());
         if !self.unjournaled.is_empty() {
             let started = Instant::now();
             if self.journal.record(&self.unjournaled).map_err(ServerError::Journal)? {

@@ -712,7 +712,7 @@ impl Server {
     /// The verifier's verdict on requests [`Server::on_flood`] pooled unchecked.
     fn on_flood_checked(&mut self, check: net::FloodCheck) {
         self.node.app().note_verified(check.verified.iter().map(|(_, digest)| *digest));
-        let (now, source) = (Instant::now(), pool::Source::Peer(check.peer.unwrap_or(self.config.id)));
+        let (now, source) = (Instant::now(), pool::Source::Peer(check.peer));
         for (request, _) in &check.verified {
             if self.wallet.pool_admission(request).is_new() {
                 self.pool.checked(request, true, source, now);
@@ -721,7 +721,8 @@ impl Server {
         for request in check.forged.iter().chain(&check.unchecked) {
             self.pool.checked(request, false, source, now);
         }
-        if let (Some(peer), false) = (check.peer, check.forged.is_empty()) {
+        if !check.forged.is_empty() {
+            let peer = check.peer;
             let addr = self.config.peers.get(&peer).copied().unwrap_or(self.config.bind);
             let n = check.forged.len();
             self.log.dropped(

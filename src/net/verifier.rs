@@ -41,10 +41,10 @@ pub enum Job {
 }
 
 /// The verdict on a [`Job::Flood`]: every request of the job is in exactly one list.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FloodCheck {
     /// The peer that flooded them.
-    pub peer: Option<NodeId>,
+    pub peer: NodeId,
     /// Requests whose signatures verify, with their digests.
     pub verified: Vec<(Request, Digest)>,
     /// Requests whose signatures do not verify.
@@ -55,7 +55,7 @@ pub struct FloodCheck {
 
 /// Checks `requests` that `peer` flooded, within the peer's budget.
 pub fn check_flood(peer: NodeId, requests: Vec<Request>, cache: &mut SignatureCache) -> FloodCheck {
-    let mut check = FloodCheck { peer: Some(peer), ..FloodCheck::default() };
+    let mut check = FloodCheck { peer, verified: Vec::new(), forged: Vec::new(), unchecked: Vec::new() };
     for request in requests {
         match cache.verify_within(&request, peer) {
             Ok(digest) => check.verified.push((request, digest)),

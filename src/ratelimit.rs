@@ -1,5 +1,5 @@
 //! One token bucket for every rate limit of the node: per-peer ledger bytes and signature
-//! verifications in the reader thread ([`crate::net`]), and catch-up answers per peer.
+//! verifications (reader and verifier threads, [`crate::net`]), and catch-up answers per peer.
 //!
 //! A bucket holds up to `burst` tokens and earns `rate` tokens a second; an event of cost
 //! `c` is allowed when `c` tokens are there, and takes them. Time is passed in, so the

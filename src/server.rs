@@ -156,7 +156,7 @@ impl From<StoreError> for ServerError {
 ///
 /// A batch is valid only if every signed request in it verifies (and, in a keyed cluster,
 /// every request is signed): a batch carrying one forged or altered request is refused as
-/// a whole. Requests whose signatures the reader thread already verified on arrival are
+/// a whole. Requests whose signatures the verifier thread already checked on arrival are
 /// not checked again (their digests are remembered), so verification stays off the
 /// protocol thread for everything that entered through this node or a flood.
 #[derive(Default)]

@@ -407,8 +407,8 @@ impl<A: Application> Node<A> {
     }
 
     /// The nodes barred from leading the first [`PENALTY_ROUNDS`] nomination rounds of
-    /// the current slot because a round they led timed out with none of their values
-    /// accepted: they sent nothing, only invalid values, or a different value to each node
+    /// the current slot because none of the values they first put forward in a slot they
+    /// led was accepted: they sent nothing, only invalid values, or a different value to each node
     /// (the rule and its liveness argument are in `src/scp/leaders.rs`). It may include
     /// this node itself, judged by the same rule so that honest nodes agree on leaders.
     /// For logs; the node applies it by itself.

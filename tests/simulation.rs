@@ -599,17 +599,21 @@ fn throughput(
 }
 
 #[test]
-fn a_griefing_nomination_leader_keeps_half_the_throughput_of_a_silent_member() {
+fn a_griefing_nomination_leader_costs_less_than_a_silent_member() {
     // Simulated time is deterministic: these are properties of the protocol, not timings.
-    const TEST: &str = "a_griefing_nomination_leader_keeps_half_the_throughput_of_a_silent_member";
+    const TEST: &str = "a_griefing_nomination_leader_costs_less_than_a_silent_member";
     for seed in seeds(0..4) {
         let byzantine = 3000 + seed % 4;
         let baseline = throughput(TEST, seed, byzantine, Behaviour::Crash(None), true);
         eprintln!("seed {seed}: {byzantine} silent and reported: {baseline:.1} slots/s");
         for (name, behaviour) in GRIEFERS {
+            let silent = matches!(behaviour, Behaviour::Crash(_));
             let rate = throughput(TEST, seed, byzantine, behaviour, false);
             eprintln!("seed {seed}: {byzantine} {name}: {rate:.1} slots/s ({:.0}%)", 100.0 * rate / baseline);
-            assert!(rate >= baseline / 2.0, "seed {seed}, {name}: {rate:.1} slots/s against {baseline:.1}");
+            // A griefer is judged alike by every honest node and barred; a silent node
+            // nobody reported costs a round timeout whenever it may lead again.
+            let floor = if silent { 0.5 } else { 0.95 };
+            assert!(rate >= baseline * floor, "seed {seed}, {name}: {rate:.1} slots/s against {baseline:.1}");
         }
     }
 }

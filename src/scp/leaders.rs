@@ -10,11 +10,23 @@
 //! fifths in the simulation). So every node keeps a record of **offences**:
 //!
 //! > **Rule.** A node (a peer, or the local node itself) commits an offence in slot *s*
-//! > when it was a leader of a round of *s* for us, that round timed out with Z = ∅, and
-//! > none of the values in its latest NOMINATE for *s* is in our Y (accepted nominated):
-//! > no value it put forward is both valid and voted for or accepted by one of our
-//! > quorums (or accepted by one of our v-blocking sets). Each leader is judged once per
-//! > slot, when the first round it led times out.
+//! > when none of the values in the first NOMINATE we saw from it for *s* is in our Y
+//! > (accepted nominated): no value it put forward is both valid and voted for or
+//! > accepted by one of our quorums (or accepted by one of our v-blocking sets). It is
+//! > judged once per slot: when a round it led for us times out with Z = ∅; or else,
+//! > when *s* externalizes, if it led our first round of *s* or would have led it with no
+//! > bars. A node that took no part in nominating *s* (it accepted nothing) judges nobody.
+//!
+//! Why both moments: a node whose first round times out judges at once, so that its next
+//! round already passes over the griefer; a node whose first round never timed out (the
+//! others, after their timeout, decided a value before its own timer fired) would
+//! otherwise judge nobody, and for the slots after that the honest nodes would disagree
+//! on who leads, each echoing a different leader, and lose a round timeout again. The
+//! unbarred first-round leader is judged too, so that a node barred by everyone keeps
+//! being judged by everyone, and the bars stay the same length everywhere. Only the
+//! *first* NOMINATE counts: a griefer that echoes the value the others accepted once its
+//! round failed redeems nothing, and an honest leader's first NOMINATE is its own value
+//! (or, when it is barred, the value of the leader it follows).
 //!
 //! An offence raises the node's **level** by one (at most [`MAX_LEVEL`]) and **bars** it
 //! from being chosen as a leader for the rest of slot *s* and the next
@@ -35,8 +47,8 @@
 //!
 //! **Why honest nodes agree.** The rule uses only what honest nodes see alike once the
 //! network is calm: nodes that share a quorum set compute the same leaders, round
-//! timeouts are long compared with message delays, and a griefing leader's values are
-//! missing from every honest Y (one that sends nothing or only invalid values fails
+//! timeouts are long compared with message delays, and a griefing leader's first values
+//! are missing from every honest Y (one that sends nothing or only invalid values fails
 //! everywhere; one that sends each node a different value leaves each value voted by one
 //! honest node). A node judges itself by the same rule, so that honest books do not differ
 //! by who wrote them. The honest nodes then bar the griefer for the same slots and agree

@@ -26,9 +26,11 @@
 //! reports as silent are left out ([`crate::scp::Node::set_unresponsive`]): a crashed
 //! leader would otherwise cost each slot it leads a round timeout. So are, in the first
 //! rounds, nodes barred for wasting a round they led (see `leaders.rs`): when a round
-//! times out with Z empty, each leader of it (the local node included) that put forward
-//! no value in our Y is judged to have offended, and barred from leading the first rounds
-//! of the next slots; within the slot at hand it stays a leader (leaders only accumulate).
+//! times out with Z empty, each leader of it (the local node included) whose first
+//! NOMINATE put forward no value in our Y is judged to have offended, and barred from
+//! leading the first rounds of the next slots; within the slot at hand it stays a leader
+//! (leaders only accumulate). When the slot externalizes, the first round's leaders not
+//! yet judged (with bars and without) are judged by the same rule.
 //! From a leader's NOMINATE a node adopts the valid value, not yet voted, with the highest
 //! `H(V=3, slot, round, value)`, preferring values the leader already accepted. A node
 //! that is a leader votes for its own value when it has voted for nothing else, and again
@@ -42,7 +44,7 @@ use super::{
 };
 use crate::hash::Sha256;
 use crate::quorum::NodeId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 const TAG_NEIGHBOUR: u8 = 1;
 const TAG_PRIORITY: u8 = 2;
@@ -81,11 +83,18 @@ pub(crate) struct Nomination {
     candidates: BTreeSet<Value>,
     /// Leaders of this and all earlier rounds.
     leaders: BTreeSet<NodeId>,
-    /// Leaders already judged at a round timeout: each is judged once per slot, at the
-    /// end of the first round it led.
+    /// The leaders of the first round, as chosen (with bars applied).
+    first_leaders: BTreeSet<NodeId>,
+    /// Nodes already judged: each at most once per slot, when the first round it led
+    /// times out, or when the slot externalizes.
     judged: BTreeSet<NodeId>,
+    /// Set once the slot externalized and its first-round leaders were judged.
+    judged_at_end: bool,
     /// N: the latest NOMINATE of each node, our own included.
     latest: Latest,
+    /// The values of the first NOMINATE we saw from each node, our own included: what a
+    /// leader put forward before anything was accepted, as it is judged by.
+    first_offers: BTreeMap<NodeId, BTreeSet<Value>>,
 }
 
 impl Nomination {
@@ -114,7 +123,8 @@ impl Nomination {
             return self.after_own_change(ctx);
         }
         if timed_out {
-            self.judge_leaders(ctx);
+            let leaders = self.leaders.clone();
+            self.judge(ctx, &leaders);
         }
         self.start_round(ctx, own, timed_out);
         self.after_own_change(ctx)
@@ -126,6 +136,9 @@ impl Nomination {
         self.started = true;
         self.round += 1;
         self.update_round_leaders(ctx);
+        if self.first_leaders.is_empty() {
+            self.first_leaders = self.leaders.clone();
+        }
         self.vote_own_value(ctx, own, timed_out);
         let adopted: Vec<Value> = self
             .leaders
@@ -152,27 +165,39 @@ impl Nomination {
         }
     }
 
-    /// A round timed out with Z empty: every leader not yet judged this slot, ourselves
-    /// included (so that every honest node keeps the same book), that put forward no value
-    /// in our Y has offended (`leaders.rs`), and is barred from leading the first rounds
-    /// of the next slots.
-    fn judge_leaders(&mut self, ctx: &mut Ctx) {
-        let unjudged: Vec<NodeId> = self.leaders.difference(&self.judged).copied().collect();
-        for leader in unjudged {
-            self.judged.insert(leader);
-            if !self.offered_accepted_value(leader) {
+    /// The slot externalized: judge, if not yet judged at a timeout, each node that led our
+    /// first round or would have led it with no bars (`leaders.rs`), so that a node whose
+    /// round 1 never timed out keeps the same book as those whose did. A node that took no
+    /// part in nomination (it never started, or accepted nothing) judges nobody: it lacks
+    /// the evidence the others have.
+    pub fn judge_first_leaders(&mut self, ctx: &mut Ctx) {
+        if self.judged_at_end || !self.started || self.accepted.is_empty() {
+            return;
+        }
+        self.judged_at_end = true;
+        let first: BTreeSet<NodeId> =
+            self.first_leaders.union(&unbarred_first_leaders(ctx)).copied().collect();
+        self.judge(ctx, &first);
+    }
+
+    /// Judges each of `leaders` not yet judged this slot, ourselves included (so that
+    /// every honest node keeps the same book): one that put forward no value in our Y has
+    /// offended (`leaders.rs`), and is barred from leading the first rounds of the next
+    /// slots.
+    fn judge(&mut self, ctx: &mut Ctx, leaders: &BTreeSet<NodeId>) {
+        for &leader in leaders {
+            if self.judged.insert(leader) && !self.offered_accepted_value(leader) {
                 ctx.leadership.penalties.offence(leader, ctx.slot);
             }
         }
     }
 
-    /// Did `leader`'s latest NOMINATE vote for or accept a value we accepted (Y)? Y holds
-    /// only valid values that one of our quorums voted for or accepted, or one of our
-    /// v-blocking sets accepted.
+    /// Did the first NOMINATE we saw from `leader` vote for or accept a value we accepted
+    /// (Y)? Y holds only valid values that one of our quorums voted for or accepted, or one
+    /// of our v-blocking sets accepted. Its later NOMINATEs do not count: echoing what the
+    /// others accepted once its round failed redeems nothing.
     fn offered_accepted_value(&self, leader: NodeId) -> bool {
-        self.latest
-            .get(&leader)
-            .is_some_and(|st| st.pledges.values().into_iter().any(|v| self.accepted.contains(v)))
+        self.first_offers.get(&leader).is_some_and(|offer| offer.iter().any(|v| self.accepted.contains(v)))
     }
 
     /// Records a peer's NOMINATE; once nomination runs, adopts a leader's value and
@@ -186,6 +211,7 @@ impl Nomination {
             return Err(Rejection::TooManyNodes);
         }
         let sender = st.node;
+        self.first_offers.entry(sender).or_insert_with(|| st.pledges.values().into_iter().cloned().collect());
         self.latest.insert(sender, st);
         if !self.started {
             return Ok(None);
@@ -237,6 +263,8 @@ impl Nomination {
         }
         let voted = self.votes.difference(&self.accepted).cloned().collect();
         let pledges = Pledges::Nominate { voted, accepted: self.accepted.clone() };
+        let me = ctx.config.node;
+        self.first_offers.entry(me).or_insert_with(|| pledges.values().into_iter().cloned().collect());
         self.latest.insert(ctx.config.node, ctx.own_statement(pledges));
     }
 
@@ -322,6 +350,23 @@ impl Nomination {
             self.round += 1;
         }
     }
+}
+
+/// The leaders of a slot's first round when no node is silent or barred: the
+/// highest-priority neighbours of the first round in which any has a priority. Every
+/// honest node computes the same set, whatever its book says.
+fn unbarred_first_leaders(ctx: &Ctx) -> BTreeSet<NodeId> {
+    let qset = &ctx.config.quorum_set;
+    let nodes = qset.nodes();
+    for round in 1..=nodes.len() as u32 + PENALTY_ROUNDS {
+        let scored: Vec<(u64, NodeId)> =
+            nodes.iter().map(|&n| (priority(ctx.slot, round, n, qset.weight(n)), n)).collect();
+        let top = scored.iter().map(|(p, _)| *p).max().unwrap_or(0);
+        if top > 0 {
+            return scored.into_iter().filter(|(p, _)| *p == top).map(|(_, n)| n).collect();
+        }
+    }
+    BTreeSet::new()
 }
 
 /// Does `st` vote for (`or_voted`) or accept nominate(v)?

@@ -131,8 +131,12 @@ impl Slot {
         }
     }
 
-    /// Stops nomination once a ballot is confirmed prepared, then broadcasts what changed.
+    /// Stops nomination once a ballot is confirmed prepared, judges the first-round
+    /// leaders once the slot externalized, then broadcasts what changed.
     fn settle(&mut self, ctx: &mut Ctx) {
+        if self.ballot.is_externalized() {
+            self.nomination.judge_first_leaders(ctx);
+        }
         if self.ballot.confirmed_prepared() {
             self.nomination.stop(ctx);
         }

@@ -695,8 +695,8 @@ fn node_at(slot: SlotIndex) -> Node<MaxApp> {
     Node::new(Config::new(ME, qset()), MaxApp, slot).expect("sane config")
 }
 
-fn nominate_at(slot: SlotIndex, node: NodeId, voted: &[Value]) -> Statement {
-    nominate(node, voted, &[]).at_slot(slot)
+fn nominate_at(slot: SlotIndex, node: NodeId, voted: &[Value], accepted: &[Value]) -> Statement {
+    nominate(node, voted, accepted).at_slot(slot)
 }
 
 /// Fires the nomination timer of `slot` one round-1 timeout after `T0`.
@@ -766,6 +766,28 @@ fn a_barred_leader_is_passed_over_in_the_first_rounds_only() {
     assert!(p.barred(&qset(), slot, PENALTY_ROUNDS + 1).is_empty(), "later rounds: everyone may lead");
 }
 
+/// Three peers other than `leader`, each accepting `v` for `slot` (beside what `voted`
+/// says it voted before), then externalizing it at ballot ⟨1, v⟩: the node accepts and
+/// confirms v, and decides the slot.
+fn others_decide(
+    n: &mut Node<MaxApp>,
+    slot: SlotIndex,
+    leader: NodeId,
+    v: &Value,
+    voted: impl Fn(NodeId) -> Vec<Value>,
+) -> Vec<Output> {
+    let others: Vec<NodeId> = PEERS.iter().copied().filter(|&p| p != leader).take(3).collect();
+    for peer in &others {
+        feed(n, nominate_at(slot, *peer, &voted(*peer), std::slice::from_ref(v)));
+    }
+    let mut out = vec![];
+    for peer in &others {
+        out.extend(feed(n, externalize(*peer, slot, ballot(1, v), 1)));
+    }
+    assert!(out.contains(&Output::Externalized { slot, value: v.clone() }), "{out:?}");
+    out
+}
+
 #[test]
 fn a_leader_that_sends_nothing_offends_when_its_round_times_out() {
     let (slot, leader) = slot_led_by_a_peer_then_by_me();
@@ -775,10 +797,23 @@ fn a_leader_that_sends_nothing_offends_when_its_round_times_out() {
     time_out(&mut n, slot);
     assert_eq!(n.leadership.penalties.level(leader, slot), 1);
     assert!(n.barred_leaders().contains(&leader));
-    // Judged once per slot: later timeouts of the same slot add nothing.
-    let later = T0 + Timeouts::default().nomination(1) + Timeouts::default().nomination(2);
-    n.handle(later, Input::Timer(TimerId::Nomination(slot))).expect("timer");
+    // Judged once per slot: the decision adds nothing.
+    others_decide(&mut n, slot, leader, &x(), |_| vec![]);
     assert_eq!(n.leadership.penalties.level(leader, slot), 1);
+    assert_eq!(n.leadership.penalties.level(ME, slot), 0, "x was accepted");
+}
+
+#[test]
+fn a_node_whose_first_round_never_timed_out_judges_its_leader_when_the_slot_is_decided() {
+    // The leader told us y; the others (whose rounds timed out) went on and decided x,
+    // which reached us before our own timeout. We judge as they did.
+    let (slot, leader) = slot_led_by_a_peer_then_by_me();
+    let mut n = node_at(slot);
+    n.handle(T0, Input::Propose(x())).expect("valid proposal");
+    feed(&mut n, nominate_at(slot, leader, &[y()], &[]));
+    others_decide(&mut n, slot, leader, &x(), |_| vec![]);
+    assert_eq!(n.leadership.penalties.level(leader, slot), 1);
+    assert!(n.barred_leaders().contains(&leader), "barred in the next slot");
 }
 
 #[test]
@@ -787,17 +822,22 @@ fn a_leader_giving_each_node_its_own_value_offends_and_an_honest_leader_takes_ov
     let mut n = node_at(slot);
     n.handle(T0, Input::Propose(x())).expect("valid proposal");
     // The leader tells us y; each other peer echoes the value it was told.
-    feed(&mut n, nominate_at(slot, leader, &[y()]));
-    let told = |k: u8| Value::new([b'j', k]);
-    for (k, peer) in PEERS.iter().filter(|&&p| p != leader).enumerate() {
-        feed(&mut n, nominate_at(slot, *peer, &[told(k as u8)]));
+    feed(&mut n, nominate_at(slot, leader, &[y()], &[]));
+    let told = |peer: NodeId| Value::new([b'j', peer.0 as u8]);
+    for peer in PEERS.iter().filter(|&&p| p != leader) {
+        feed(&mut n, nominate_at(slot, *peer, &[told(*peer)], &[]));
     }
     assert_eq!(n.own_statements(slot), vec![nominate(ME, &[y()], &[]).at_slot(slot)], "echoes y");
-    // Round 1 times out, y unaccepted: the leader offends. We lead round 2 and offer our
-    // own value beside the one we echoed.
+    // Round 1 times out with y unaccepted. We lead round 2 and offer our own value
+    // beside the one we echoed.
     let out = time_out(&mut n, slot);
-    assert_eq!(n.leadership.penalties.level(leader, slot), 1);
     assert_eq!(broadcasts(&out), vec![&Pledges::Nominate { voted: [x(), y()].into(), accepted: [].into() }]);
+    // The leader echoing x once the others accept it redeems nothing: it is judged by
+    // what it first put forward.
+    feed(&mut n, nominate_at(slot, leader, &[y()], &[x()]));
+    others_decide(&mut n, slot, leader, &x(), |peer| vec![told(peer)]);
+    assert_eq!(n.leadership.penalties.level(leader, slot), 1);
+    assert_eq!(n.leadership.penalties.level(ME, slot), 0);
 }
 
 #[test]
@@ -805,14 +845,15 @@ fn a_leader_whose_value_we_accepted_does_not_offend() {
     let (slot, leader) = slot_led_by_a_peer_then_by_me();
     let mut n = node_at(slot);
     n.handle(T0, Input::Propose(x())).expect("valid proposal");
-    feed(&mut n, nominate_at(slot, leader, &[y()]));
+    feed(&mut n, nominate_at(slot, leader, &[y()], &[]));
     // Two more peers echo y: with us and the leader a quorum voted y, so we accept it
     // (Y = {y}), but no quorum accepted it yet when the round times out.
     for peer in PEERS.iter().filter(|&&p| p != leader).take(2) {
-        feed(&mut n, nominate_at(slot, *peer, &[y()]));
+        feed(&mut n, nominate_at(slot, *peer, &[y()], &[]));
     }
     assert_eq!(n.own_statements(slot), vec![nominate(ME, &[], &[y()]).at_slot(slot)]);
     time_out(&mut n, slot);
+    others_decide(&mut n, slot, leader, &y(), |_| vec![]);
     assert_eq!(n.leadership.penalties.level(leader, slot), 0);
 }
 
@@ -822,5 +863,19 @@ fn a_leading_node_judges_itself_by_the_same_rule() {
     let mut n = node_at(slot);
     n.handle(T0, Input::Propose(x())).expect("valid proposal");
     time_out(&mut n, slot);
+    // Nobody took up x; the peers decide y, which we accept and echo, too late to count.
+    others_decide(&mut n, slot, ME, &y(), |_| vec![]);
     assert_eq!(n.leadership.penalties.level(ME, slot), 1, "nobody took up x");
+}
+
+#[test]
+fn a_node_that_took_no_part_in_nomination_judges_nobody() {
+    let (slot, leader) = slot_led_by_a_peer_then_by_me();
+    let mut n = node_at(slot);
+    // Carried to the decision by EXTERNALIZE statements alone: no evidence about leaders.
+    for peer in PEERS.iter().filter(|&&p| p != leader).take(3) {
+        feed(&mut n, externalize(*peer, slot, ballot(1, &y()), 1));
+    }
+    assert_eq!(n.current_slot(), slot + 1);
+    assert_eq!(n.leadership.penalties.level(leader, slot), 0);
 }

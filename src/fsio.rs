@@ -22,6 +22,25 @@ impl IoFailure {
     }
 }
 
+/// Test hook for a simulated power loss (`tests/durability.rs`): with the environment
+/// variable `FBA_SYNC_LOG` naming a file, each time the ledger or the journal is known
+/// durable up to some length (opened, synced, rewritten) a line `<length> <path>` is
+/// appended to it. A test kills the node, cuts each file back to its last logged length
+/// (what a power loss keeps of an append-only file) and restarts it.
+pub fn note_synced(path: &Path, len: u64) {
+    static LOG: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let Some(log) = LOG.get_or_init(|| std::env::var_os("FBA_SYNC_LOG").map(PathBuf::from)) else { return };
+    let line = format!("{len} {}\n", path.display());
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = appended {
+        eprintln!("FBA_SYNC_LOG {}: {e}", log.display());
+    }
+}
+
 /// Makes a rename or file creation inside `dir` durable (fsync of the directory).
 #[cfg(unix)]
 pub fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -113,6 +113,7 @@ impl Journal {
         fs::create_dir_all(dir).map_err(|e| io_err("create the directory of", e))?;
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err("open", e))?;
         let mut journal = Journal { path, file, bytes: text.len() as u64, kept: 0 };
+        crate::fsio::note_synced(&journal.path, journal.bytes);
         // Drop a torn tail now, so that the next append starts on a fresh line.
         if torn {
             journal.rewrite(latest.values())?;
@@ -145,10 +146,11 @@ impl Journal {
         let io_err =
             |operation, source| JournalError::Io(IoFailure { operation, path: self.path.clone(), source });
         self.file.write_all(&buf).map_err(|e| io_err("append to", e))?;
+        self.bytes += buf.len() as u64;
         if sync {
             self.file.sync_data().map_err(|e| io_err("sync", e))?;
+            crate::fsio::note_synced(&self.path, self.bytes);
         }
-        self.bytes += buf.len() as u64;
         Ok(sync)
     }
 
@@ -188,6 +190,7 @@ impl Journal {
         self.file = OpenOptions::new().append(true).open(&self.path).map_err(|e| io_err("reopen", e))?;
         self.bytes = buf.len() as u64;
         self.kept = self.bytes;
+        crate::fsio::note_synced(&self.path, self.bytes);
         Ok(())
     }
 }

@@ -488,6 +488,7 @@ impl Ledger {
                 Recovery::DroppedTornTail { bytes, problem }
             }
         };
+        crate::fsio::note_synced(&path, scan.end);
         let ledger = Ledger {
             path,
             file,
@@ -548,6 +549,7 @@ impl Ledger {
         self.offsets.push(self.end);
         self.end += line.len() as u64;
         self.last_hash = hash;
+        crate::fsio::note_synced(&self.path, self.end);
         Ok(hash)
     }
 

@@ -1127,13 +1127,11 @@ impl Server {
         Ok(())
     }
 
-    /// Writes the database file (temp file, fsync, rename; the directory sync is left out
-    /// because the file is the projection of the already synced ledger) and prints it, or
-    /// the `changed` wallets when it is large.
+    /// Writes the database file (temp file, rename, no sync: the file is the projection of
+    /// the already synced ledger, rebuilt from it after a power loss) and prints it, or the
+    /// `changed` wallets when it is large.
     fn save_db(&mut self, changed: &[Key]) -> Result<(), ServerError> {
-        let started = Instant::now();
         self.store.save_projection(self.wallet.entries())?;
-        self.metrics.fsync_seconds.observe_duration(started.elapsed());
         self.print_entries(Some(changed));
         Ok(())
     }

@@ -46,6 +46,15 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How far a save waits for the disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// File and directory synced: the new content survives a power loss.
+    Full,
+    /// No sync: the new content survives a killed process, not a power loss.
+    None,
+}
+
 /// Distinguishes the temporary files of concurrent saves within one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -234,31 +243,31 @@ impl Store {
         &self,
         entries: impl IntoIterator<Item = (K, Amount)>,
     ) -> Result<(), StoreError> {
-        self.replace(entries, true)
+        self.replace(entries, Durability::Full)
     }
 
-    /// Like [`Store::save`] (temp file, fsync, rename: readers and crashes see the old or
-    /// the new file, never a mix) but without syncing the directory afterwards: for a file
-    /// that is the projection of a durable log, such as the node's ledger. After a power
-    /// loss the rename may be undone, leaving the previous content, which recovery rolls
-    /// forward from the log.
+    /// Like [`Store::save`] (temp file, rename: readers and a killed process see the old
+    /// or the new file, never a mix) but with no sync at all: for a file that is the
+    /// projection of a durable log, such as the node's ledger, so that writing it adds no
+    /// disk wait to a slot. After a power loss the file may hold an older content, or be
+    /// empty or damaged; recovery rebuilds it from the log.
     pub fn save_projection<K: AsRef<str>>(
         &self,
         entries: impl IntoIterator<Item = (K, Amount)>,
     ) -> Result<(), StoreError> {
-        self.replace(entries, false)
+        self.replace(entries, Durability::None)
     }
 
     fn replace<K: AsRef<str>>(
         &self,
         entries: impl IntoIterator<Item = (K, Amount)>,
-        durable: bool,
+        durability: Durability,
     ) -> Result<(), StoreError> {
         let content = encode(entries);
         let dir = self.dir();
         fs::create_dir_all(dir).map_err(|e| self.io_error("create directory", dir, e))?;
         let temp = self.temp_path();
-        let written = self.write_synced(&temp, content.as_bytes());
+        let written = self.write_temp(&temp, content.as_bytes(), durability == Durability::Full);
         let renamed = written.and_then(|()| {
             fs::rename(&temp, &self.path)
                 .map_err(|e| self.io_error("rename temporary file over", &self.path, e))
@@ -268,7 +277,7 @@ impl Store {
             let _ = fs::remove_file(&temp);
         }
         renamed?;
-        if durable {
+        if durability == Durability::Full {
             sync_dir(dir).map_err(|e| self.io_error("sync directory", dir, e))?;
         }
         Ok(())
@@ -282,15 +291,18 @@ impl Store {
         self.dir().join(format!(".{name}.{}.{unique}.tmp", std::process::id()))
     }
 
-    /// Creates `path` (which must not exist), writes `bytes` and fsyncs it.
-    fn write_synced(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Creates `path` (which must not exist), writes `bytes` and, if `sync`, fsyncs it.
+    fn write_temp(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), StoreError> {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)
             .map_err(|e| self.io_error("create temporary file", path, e))?;
         file.write_all(bytes).map_err(|e| self.io_error("write temporary file", path, e))?;
-        file.sync_all().map_err(|e| self.io_error("sync temporary file", path, e))
+        if sync {
+            file.sync_all().map_err(|e| self.io_error("sync temporary file", path, e))?;
+        }
+        Ok(())
     }
 
     fn io_error(&self, operation: &'static str, path: &Path, source: io::Error) -> StoreError {

@@ -179,6 +179,65 @@ fn kill_9_of_the_primary_mid_stream_loses_no_acknowledged_write() {
     check_final_state(&mut cluster, &acked);
 }
 
+/// What a power loss keeps of node `i`'s files, after it was killed: the ledger and the
+/// journal cut back to the length they were last synced to (as logged through
+/// `FBA_SYNC_LOG`, see `fba::fsio::note_synced`), and the database file, which is written
+/// without sync, lost entirely (left empty, the worst it can be).
+fn lose_power(cluster: &Cluster, i: usize, sync_log: &std::path::Path) {
+    let log = std::fs::read_to_string(sync_log).expect("the node logged its syncs");
+    let mut durable: BTreeMap<String, u64> = BTreeMap::new();
+    for line in log.lines() {
+        let (len, path) = line.split_once(' ').expect("`<length> <path>`");
+        durable.insert(path.to_string(), len.parse().expect("a length"));
+    }
+    assert!(durable.len() >= 2, "ledger and journal both logged: {durable:?}");
+    let mut cut = 0;
+    for (path, len) in &durable {
+        let file = std::fs::OpenOptions::new().write(true).open(path).expect("file exists");
+        let size = file.metadata().expect("metadata").len();
+        assert!(size >= *len, "{path}: {size} bytes, synced up to {len}");
+        cut += size - len;
+        file.set_len(*len).expect("truncate");
+    }
+    eprintln!("node {}: power loss dropped {cut} unsynced bytes", cluster.ports[i]);
+    std::fs::write(cluster.db_path(i), b"").expect("empty the database file");
+}
+
+#[test]
+fn a_power_loss_of_every_node_mid_stream_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::new(4, 3);
+    let logs: Vec<std::path::PathBuf> =
+        ALL.iter().map(|&i| cluster.dir.path().join(format!("sync-{}.log", cluster.ports[i]))).collect();
+    let start = |cluster: &mut Cluster, i: usize| {
+        cluster.start_node_with(i, &[("FBA_SYNC_LOG", logs[i].as_os_str())], &[]);
+    };
+    ALL.iter().for_each(|&i| start(&mut cluster, i));
+    let stream = Stream::new();
+    let port = cluster.ports[0];
+    std::thread::scope(|s| {
+        for client in 0..3 {
+            let stream = &stream;
+            s.spawn(move || stream.client(port, client, 40));
+        }
+        let _stop = StopOnDrop(&stream.stop);
+        wait_for("20 acknowledged writes", || stream.count() >= 20);
+        // The whole cluster loses power at once: every process dies, and every write not
+        // synced is gone.
+        ALL.iter().for_each(|&i| cluster.kill(i));
+        ALL.iter().for_each(|&i| lose_power(&cluster, i, &logs[i]));
+        ALL.iter().for_each(|&i| start(&mut cluster, i));
+        let at_restart = stream.count();
+        wait_for("writes to commit after the restart", || stream.count() >= at_restart + 30);
+    });
+    let acked = stream.acked.into_inner().unwrap();
+    assert!(acked.len() >= 50, "{} writes", acked.len());
+    for i in ALL {
+        let log = cluster.log(i);
+        assert!(log.contains("rewritten from the ledger"), "the lost database was rebuilt: {log}");
+    }
+    check_final_state(&mut cluster, &acked);
+}
+
 /// Stops node 3, has the other three decide `slots` slots (one request each, sent one at a
 /// time), restarts node 3, and checks that it catches up and then serves a request.
 fn catch_up_after_many_slots(slots: u64) {

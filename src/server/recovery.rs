@@ -105,7 +105,11 @@ fn reconcile(
         Ok(_) if !store.path().exists() => {
             notes.push(format!("database {} was missing: rebuilt from the ledger", store.path().display()));
         }
-        Ok(_) => set_aside(store, "differed from the ledger", notes)?,
+        Ok(_) => set_aside(
+            store,
+            "differed from the ledger (as after a power loss: it is written unsynced)",
+            notes,
+        )?,
         Err(e) => set_aside(store, &e.to_string(), notes)?,
     }
     store.save(wallet.entries()).map_err(ServerError::Store)

@@ -126,10 +126,10 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-/// Three concurrent clients write to node 0 while node `victim` is killed (SIGKILL) after
-/// 20 acknowledgements and restarted; the stream goes on until 30 more writes were
-/// acknowledged after the restart. Returns the stream.
-fn crash_during_stream(cluster: &mut Cluster, victim: usize) -> Stream {
+/// Three concurrent clients write to node 0; after 20 acknowledgements `fault` strikes
+/// (and restarts what it stopped), and the stream goes on until 30 more writes were
+/// acknowledged after it. Returns the stream.
+fn fault_during_stream(cluster: &mut Cluster, fault: impl FnOnce(&mut Cluster, &Stream)) -> Stream {
     let stream = Stream::new();
     let port = cluster.ports[0];
     std::thread::scope(|s| {
@@ -139,6 +139,16 @@ fn crash_during_stream(cluster: &mut Cluster, victim: usize) -> Stream {
         }
         let _stop = StopOnDrop(&stream.stop);
         wait_for("20 acknowledged writes", || stream.count() >= 20);
+        fault(cluster, &stream);
+        let at_restart = stream.count();
+        wait_for("writes to commit after the restart", || stream.count() >= at_restart + 30);
+    });
+    stream
+}
+
+/// [`fault_during_stream`] with node `victim` killed (SIGKILL) and restarted.
+fn crash_during_stream(cluster: &mut Cluster, victim: usize) -> Stream {
+    fault_during_stream(cluster, |cluster, stream| {
         cluster.kill(victim);
         if victim == 0 {
             // The clients talk to the victim: nothing can be acknowledged while it is
@@ -149,10 +159,7 @@ fn crash_during_stream(cluster: &mut Cluster, victim: usize) -> Stream {
             wait_for("writes to commit while the node is down", || stream.count() >= at_kill + 20);
         }
         cluster.start_node_with(victim, &[], &[]);
-        let at_restart = stream.count();
-        wait_for("writes to commit after the restart", || stream.count() >= at_restart + 30);
-    });
-    stream
+    })
 }
 
 #[test]
@@ -212,22 +219,12 @@ fn a_power_loss_of_every_node_mid_stream_loses_no_acknowledged_write() {
         cluster.start_node_with(i, &[("FBA_SYNC_LOG", logs[i].as_os_str())], &[]);
     };
     ALL.iter().for_each(|&i| start(&mut cluster, i));
-    let stream = Stream::new();
-    let port = cluster.ports[0];
-    std::thread::scope(|s| {
-        for client in 0..3 {
-            let stream = &stream;
-            s.spawn(move || stream.client(port, client, 40));
-        }
-        let _stop = StopOnDrop(&stream.stop);
-        wait_for("20 acknowledged writes", || stream.count() >= 20);
+    let stream = fault_during_stream(&mut cluster, |cluster, _| {
         // The whole cluster loses power at once: every process dies, and every write not
         // synced is gone.
         ALL.iter().for_each(|&i| cluster.kill(i));
-        ALL.iter().for_each(|&i| lose_power(&cluster, i, &logs[i]));
-        ALL.iter().for_each(|&i| start(&mut cluster, i));
-        let at_restart = stream.count();
-        wait_for("writes to commit after the restart", || stream.count() >= at_restart + 30);
+        ALL.iter().for_each(|&i| lose_power(cluster, i, &logs[i]));
+        ALL.iter().for_each(|&i| start(cluster, i));
     });
     let acked = stream.acked.into_inner().unwrap();
     assert!(acked.len() >= 50, "{} writes", acked.len());

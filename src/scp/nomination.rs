@@ -338,11 +338,8 @@ impl Nomination {
         let qset = &ctx.config.quorum_set;
         for _ in 0..=qset.nodes().len() + PENALTY_ROUNDS as usize {
             let eligible = ctx.leadership.eligible(qset, ctx.slot, self.round);
-            let scored: Vec<(u64, NodeId)> =
-                eligible.iter().map(|&n| (priority(ctx.slot, self.round, n, qset.weight(n)), n)).collect();
-            let top = scored.iter().map(|(p, _)| *p).max().unwrap_or(0);
             let before = self.leaders.len();
-            self.leaders.extend(scored.iter().filter(|(p, _)| *p == top && top > 0).map(|(_, n)| *n));
+            self.leaders.extend(highest_priority(ctx, &eligible, self.round));
             let all_lead = eligible.is_subset(&self.leaders) && self.round > PENALTY_ROUNDS;
             if self.leaders.len() > before || all_lead {
                 return;
@@ -356,17 +353,21 @@ impl Nomination {
 /// highest-priority neighbours of the first round in which any has a priority. Every
 /// honest node computes the same set, whatever its book says.
 fn unbarred_first_leaders(ctx: &Ctx) -> BTreeSet<NodeId> {
+    let nodes = ctx.config.quorum_set.nodes();
+    (1..=nodes.len() as u32 + PENALTY_ROUNDS)
+        .map(|round| highest_priority(ctx, &nodes, round))
+        .find(|leaders| !leaders.is_empty())
+        .unwrap_or_default()
+}
+
+/// The nodes of `candidates` with the highest non-zero priority in `round` (none if every
+/// priority is zero).
+fn highest_priority(ctx: &Ctx, candidates: &BTreeSet<NodeId>, round: u32) -> BTreeSet<NodeId> {
     let qset = &ctx.config.quorum_set;
-    let nodes = qset.nodes();
-    for round in 1..=nodes.len() as u32 + PENALTY_ROUNDS {
-        let scored: Vec<(u64, NodeId)> =
-            nodes.iter().map(|&n| (priority(ctx.slot, round, n, qset.weight(n)), n)).collect();
-        let top = scored.iter().map(|(p, _)| *p).max().unwrap_or(0);
-        if top > 0 {
-            return scored.into_iter().filter(|(p, _)| *p == top).map(|(_, n)| n).collect();
-        }
-    }
-    BTreeSet::new()
+    let scored: Vec<(u64, NodeId)> =
+        candidates.iter().map(|&n| (priority(ctx.slot, round, n, qset.weight(n)), n)).collect();
+    let top = scored.iter().map(|(p, _)| *p).max().unwrap_or(0);
+    scored.into_iter().filter(|(p, _)| *p == top && top > 0).map(|(_, n)| n).collect()
 }
 
 /// Does `st` vote for (`or_voted`) or accept nominate(v)?

@@ -28,6 +28,16 @@
 //!   at a time, and a burst of plain-text lines a few. A request over a quota is not
 //!   pooled: a peer's is dropped silently (its node floods it again later), this node's
 //!   own client is told the node is busy ([`Full`]) and retries.
+//! * **Few new sessions per peer.** Each peer may have at most [`PEER_REGISTER_QUOTA`]
+//!   registers pending. A register is the costliest request a stranger can make: it
+//!   comes with a key nobody has seen (a signature check nothing can skip), it joins a
+//!   batch that every statement of the slot carries, and applying it grows the bounded
+//!   session table, whose least recent entry it evicts. A real client registers once per
+//!   identity and then sends many requests, so a node's clients open sessions slowly;
+//!   a peer flooding registers of ever new keys is opening sessions for nobody. Its
+//!   registers beyond the quota are dropped unverified, and an honest peer's own clients
+//!   still get theirs decided: it floods them again ([`Pool::stale_for_reflood`]) and
+//!   proposes them itself when it leads. This node's own clients have no such quota.
 //! * **Fair batches** ([`Pool::next_batch`]). A proposal is filled round-robin: one request
 //!   from each source in turn, and within a source one request from each of its clients
 //!   in turn, until the batch is full by count or bytes. A client belongs to the source of
@@ -75,7 +85,7 @@
 
 use crate::hash::sha256;
 use crate::quorum::NodeId;
-use crate::wallet::{Batch, Request};
+use crate::wallet::{Batch, Op, Request};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -85,6 +95,9 @@ pub(super) type Id = (u64, u64, u64);
 
 /// Most requests one client may have pending (over all its sessions and sources).
 pub(super) const CLIENT_QUOTA: usize = 4;
+/// Most registers one peer may have pending (see the module docs): a peer's flooded
+/// registers take at most this many places in any batch this node proposes.
+pub(super) const PEER_REGISTER_QUOTA: usize = 4;
 /// A pending request of this node's own client is flooded again after this long (its
 /// first flood may have been lost).
 pub(super) const REFLOOD_AFTER: Duration = Duration::from_secs(1);
@@ -124,6 +137,8 @@ pub(super) enum Full {
     Source(Source),
     /// The client has [`CLIENT_QUOTA`] requests pending.
     Client(u64),
+    /// The peer has [`PEER_REGISTER_QUOTA`] registers pending.
+    Registers(NodeId),
 }
 
 impl fmt::Display for Full {
@@ -135,6 +150,9 @@ impl fmt::Display for Full {
             }
             Full::Client(client) => {
                 write!(f, "node busy: client {client} already has {CLIENT_QUOTA} requests pending")
+            }
+            Full::Registers(peer) => {
+                write!(f, "node busy: peer {peer} already has {PEER_REGISTER_QUOTA} registers pending")
             }
         }
     }
@@ -175,6 +193,8 @@ pub(super) struct Pool {
     entries: BTreeMap<Id, Pending>,
     /// Pending requests per source (sources with none are absent).
     per_source: BTreeMap<Source, usize>,
+    /// Pending registers per peer (peers with none are absent).
+    registers: BTreeMap<NodeId, usize>,
     capacity: usize,
     source_quota: usize,
     /// The peers and this node's own clients: `peers + 1`.
@@ -187,7 +207,14 @@ impl Pool {
     pub(super) fn new(capacity: usize, peers: usize) -> Pool {
         let sources = peers.saturating_add(1);
         let source_quota = (capacity / sources).max(1);
-        Pool { entries: BTreeMap::new(), per_source: BTreeMap::new(), capacity, source_quota, sources }
+        Pool {
+            entries: BTreeMap::new(),
+            per_source: BTreeMap::new(),
+            registers: BTreeMap::new(),
+            capacity,
+            source_quota,
+            sources,
+        }
     }
 
     /// How many requests are pending.
@@ -263,8 +290,11 @@ impl Pool {
             }
             return Ok(if checked || pending.checked { Admitted::Known } else { Admitted::Contested });
         }
-        self.check_quotas(request.client, source)?;
+        self.check_quotas(&request, source)?;
         let bytes = encoded_len(&request);
+        if let Some(peer) = peer_register(&request, source) {
+            *self.registers.entry(peer).or_insert(0) += 1;
+        }
         self.entries.insert(id, Pending { request, source, flooded: now, bytes, checked });
         *self.per_source.entry(source).or_insert(0) += 1;
         Ok(Admitted::Added)
@@ -292,15 +322,20 @@ impl Pool {
         }
     }
 
-    fn check_quotas(&self, client: u64, source: Source) -> Result<(), Full> {
+    fn check_quotas(&self, request: &Request, source: Source) -> Result<(), Full> {
         if self.entries.len() >= self.capacity {
             return Err(Full::Pool);
         }
         if self.per_source.get(&source).copied().unwrap_or(0) >= self.source_quota {
             return Err(Full::Source(source));
         }
-        if self.client_entries(client).count() >= CLIENT_QUOTA {
-            return Err(Full::Client(client));
+        if self.client_entries(request.client).count() >= CLIENT_QUOTA {
+            return Err(Full::Client(request.client));
+        }
+        if let Some(peer) = peer_register(request, source) {
+            if self.registers.get(&peer).copied().unwrap_or(0) >= PEER_REGISTER_QUOTA {
+                return Err(Full::Registers(peer));
+            }
         }
         Ok(())
     }
@@ -323,11 +358,9 @@ impl Pool {
 
     fn remove(&mut self, id: &Id) {
         let Some(pending) = self.entries.remove(id) else { return };
-        if let Some(n) = self.per_source.get_mut(&pending.source) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_source.remove(&pending.source);
-            }
+        decrement(&mut self.per_source, &pending.source);
+        if let Some(peer) = peer_register(&pending.request, pending.source) {
+            decrement(&mut self.registers, &peer);
         }
     }
 
@@ -441,6 +474,24 @@ impl Pool {
     }
 }
 
+/// The peer whose register `request` is, if it is a register a peer flooded.
+fn peer_register(request: &Request, source: Source) -> Option<NodeId> {
+    match (source, &request.op) {
+        (Source::Peer(peer), Op::Register { .. }) => Some(peer),
+        _ => None,
+    }
+}
+
+/// Counts one entry less at `key`, dropping the count when it reaches zero.
+fn decrement<K: Ord>(counts: &mut BTreeMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
 /// The requests of `clients` taken one per client in turn: every client's first, then
 /// every client's second, and so on.
 fn round_robin(clients: Vec<Vec<&Pending>>) -> Vec<&Pending> {
@@ -542,7 +593,7 @@ fn mix(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wallet::{Op, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS};
+    use crate::wallet::{MAX_BATCH_BYTES, MAX_BATCH_REQUESTS};
 
     const PEER: Source = Source::Peer(NodeId(3001));
     const OTHER: Source = Source::Peer(NodeId(3002));
@@ -605,6 +656,36 @@ mod tests {
         let over = pool.admit(req(99, 2, 1), OTHER, now);
         assert_eq!(over, Err(Full::Client(99)), "the client quota spans sessions and sources");
         assert!(over.is_err_and(|e| e.to_string().starts_with("node busy")));
+    }
+
+    fn register(client: u64) -> Request {
+        Request::new(client, 0, Op::Register { nonce: client })
+    }
+
+    #[test]
+    fn a_peer_may_have_only_a_few_registers_pending_and_its_other_requests_are_unaffected() {
+        let now = Instant::now();
+        let mut pool = pool(10_000);
+        for client in 0..PEER_REGISTER_QUOTA as u64 {
+            assert_eq!(pool.admit(register(client), PEER, now), Ok(Admitted::Added));
+        }
+        let over = pool.admit(register(100), PEER, now);
+        assert_eq!(over, Err(Full::Registers(NodeId(3001))));
+        assert!(over.is_err_and(|e| e.to_string().starts_with("node busy")));
+        assert_eq!(pool.admit(req(100, 1, 1), PEER, now), Ok(Admitted::Added), "other requests still pool");
+        assert_eq!(pool.admit(register(101), OTHER, now), Ok(Admitted::Added), "each peer its own quota");
+        for client in 200..220 {
+            assert_eq!(pool.admit(register(client), Source::Client, now), Ok(Admitted::Added), "own clients");
+        }
+        let batch = batch(&pool, b"seed");
+        let from_peer = batch.requests().iter().filter(|r| r.client < PEER_REGISTER_QUOTA as u64).count();
+        assert_eq!(from_peer, PEER_REGISTER_QUOTA, "the peer's registers in a batch are as few");
+        pool.retain_new(|r| r.client != 0);
+        assert_eq!(
+            pool.admit(register(100), PEER, now),
+            Ok(Admitted::Added),
+            "an applied register frees its place"
+        );
     }
 
     #[test]

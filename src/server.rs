@@ -69,7 +69,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// A peer that sent nothing for this long is reported silent to the core.
 const SILENT_AFTER: Duration = Duration::from_secs(3);
 /// Longest a node lets its pool fill before proposing (see [`Server::propose_if_idle`]).
-const BATCH_WAIT: Duration = Duration::from_micros(500);
+const BATCH_WAIT: Duration = Duration::from_millis(1);
 /// Most queued datagrams handled before persisting and sending what they produced.
 const MAX_BURST: usize = 256;
 /// Most floods handled in one turn of the protocol loop, after everything urgent.
@@ -366,8 +366,9 @@ struct Server {
     outgoing: Vec<(Option<NodeId>, Vec<u8>)>,
     /// New requests to flood to the peers at the next flush.
     to_flood: Vec<Request>,
-    /// Requests in the last decided batch (the recent concurrency).
-    last_batch: usize,
+    /// The clients of the last decided batch, but for its registers: clients in a closed
+    /// loop, whose next requests are on their way (see [`Server::batch_wait`]).
+    returning: BTreeSet<u64>,
     /// Since when the pool has been filling for the next proposal.
     filling_since: Option<Instant>,
     /// Quorum, silent peers, request rate and slot timing ([`status`]).
@@ -423,7 +424,7 @@ impl Server {
             unjournaled: Vec::new(),
             outgoing: Vec::new(),
             to_flood: Vec::new(),
-            last_batch: 0,
+            returning: BTreeSet::new(),
             filling_since: None,
             observer: status::Observer::new(),
             log,
@@ -904,11 +905,14 @@ impl Server {
     /// Nominates a fair batch of pending requests ([`pool::Pool::next_batch`]) if this
     /// node has not yet proposed for the slot.
     ///
-    /// Adaptive batching: a slot's value is its leader's batch, so proposing the moment the
-    /// first request of a new burst arrives would decide a batch of one while the rest of
-    /// the burst waits a whole slot. When the last slot decided several requests (clients
-    /// are concurrent), wait up to [`BATCH_WAIT`] for the pool to grow as large; after a
-    /// slot of one request (a lone sequential client), propose at once.
+    /// Adaptive batching: a slot's value is its leaders' batches, so proposing the moment
+    /// the first request of a burst arrives would decide that request alone while the rest
+    /// of the burst waits a whole slot. Clients in a closed loop send their next request as
+    /// soon as their reply arrives; were the next slot proposed before those requests come
+    /// back, it would carry only the clients that missed the last slot, and the clients
+    /// would split into two halves taking turns, each waiting two slots per request. So
+    /// [`Server::batch_wait`] waits, up to [`BATCH_WAIT`], for the clients of the last
+    /// slot to come back; a lone sequential client is back the moment its request arrives.
     fn propose_if_idle(&mut self) -> Result<(), ServerError> {
         let slot = self.node.current_slot();
         if self.pool.is_empty() || self.proposed == Some(slot) {
@@ -937,9 +941,14 @@ impl Server {
         seed
     }
 
-    /// How much longer to let the pool fill before proposing, if at all.
+    /// How much longer to let the pool fill before proposing, if at all: until every
+    /// client of the last decided batch (but for its registers, which open a session for a
+    /// client that may never send) has a request pending, or [`BATCH_WAIT`] has passed
+    /// since the pool started filling. A client that does not come back (a one-shot
+    /// command, a client gone) costs the next slot that wait, once.
     fn batch_wait(&mut self) -> Option<Duration> {
-        if self.pool.len() >= self.last_batch.max(1) {
+        let pool = &self.pool;
+        if self.returning.iter().all(|client| pool.has_client(*client)) {
             return None;
         }
         let since = *self.filling_since.get_or_insert_with(Instant::now);
@@ -1046,7 +1055,7 @@ impl Server {
             panic!("externalized an invalid batch in slot {slot}: {e}")
         });
         self.log.protocol(format_args!("EXTERNALIZE slot={slot} value={value:?} ({} requests)", batch.len()));
-        self.last_batch = batch.len();
+        self.returning = returning_clients(&batch);
         self.slot_decided(slot, &batch);
         let changed = self.apply_decided(slot, &batch)?;
         if !changed.is_empty() {
@@ -1195,6 +1204,12 @@ impl Server {
             self.log.warn(format_args!("send of {} bytes to {to} failed: {e}", bytes.len()));
         }
     }
+}
+
+/// The clients of `batch` that are expected to send again soon: all but those whose
+/// request in it is a register.
+fn returning_clients(batch: &Batch) -> BTreeSet<u64> {
+    batch.requests().iter().filter(|r| !matches!(r.op, Op::Register { .. })).map(|r| r.client).collect()
 }
 
 fn describe_op(op: &Op) -> String {

@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 
 /// A run in which no request succeeds for this long is stopped.
 const STALL: Duration = Duration::from_secs(10);
+/// How often the progress line is printed.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// How often the progress watcher looks at the counts.
+const WATCH_POLL: Duration = Duration::from_millis(10);
 /// Status requests sent to each `--target` before the run, one per [`PREFLIGHT_WAIT`].
 const PREFLIGHT_ATTEMPTS: u32 = 3;
 /// How long each status request of the pre-flight check waits for its answer.
@@ -317,9 +321,12 @@ struct Counts {
     succeeded: AtomicU64,
 }
 
-/// Prints progress until every request is done; an error if none succeeds for [`STALL`].
+/// Prints progress every [`PROGRESS_EVERY`] until every request is done; an error if none
+/// succeeds for [`STALL`]. It looks every [`WATCH_POLL`], so it returns soon after the
+/// last request (the run's time is measured by the clients, not here).
 fn watch(counts: &Counts, total: u64, started: Instant) -> Result<(), String> {
     let mut last = (0, Instant::now());
+    let mut printed = Instant::now();
     loop {
         let (done, ok) = (counts.done.load(Ordering::Relaxed), counts.succeeded.load(Ordering::Relaxed));
         if done >= total {
@@ -335,14 +342,18 @@ fn watch(counts: &Counts, total: u64, started: Instant) -> Result<(), String> {
                 STALL.as_secs()
             ));
         }
-        std::thread::sleep(Duration::from_millis(500));
-        let rate = done as f64 / started.elapsed().as_secs_f64();
-        eprint!("\r{done}/{total} requests, {rate:.0}/s   ");
+        std::thread::sleep(WATCH_POLL);
+        if printed.elapsed() >= PROGRESS_EVERY {
+            printed = Instant::now();
+            let rate = done as f64 / started.elapsed().as_secs_f64();
+            eprint!("\r{done}/{total} requests, {rate:.0}/s   ");
+        }
     }
 }
 
-/// Runs the clients; returns every latency in microseconds and the number of failures, or
-/// an error if the run stalled.
+/// Runs the clients; returns every latency in microseconds, the number of failures and
+/// the time from the start to the last client's last reply, or an error if the run
+/// stalled.
 fn run_clients(args: &Args, targets: &[SocketAddr]) -> Result<(Vec<u64>, u64, Duration), String> {
     let counts = Arc::new(Counts::default());
     let started = Instant::now();
@@ -362,7 +373,7 @@ fn run_clients(args: &Args, targets: &[SocketAddr]) -> Result<(Vec<u64>, u64, Du
                         .and_then(|(key, _)| Client::with_key(target, key).ok()),
                     false => Client::new(target).ok(),
                 };
-                let Some(mut client) = client else { return (latencies, total) };
+                let Some(mut client) = client else { return (latencies, total, Instant::now()) };
                 client.timeout = Duration::from_millis(1000);
                 client.attempts = 30;
                 // Open the session before the clock starts (a failure shows in the first call).
@@ -379,7 +390,7 @@ fn run_clients(args: &Args, targets: &[SocketAddr]) -> Result<(Vec<u64>, u64, Du
                     }
                     counts.done.fetch_add(1, Ordering::Relaxed);
                 }
-                (latencies, failed)
+                (latencies, failed, Instant::now())
             })
         })
         .collect();
@@ -387,12 +398,14 @@ fn run_clients(args: &Args, targets: &[SocketAddr]) -> Result<(Vec<u64>, u64, Du
     watch(&counts, args.requests, started)?;
     let mut all = Vec::new();
     let mut failed = 0;
+    let mut finished = started;
     for h in handles {
-        let (lat, f) = h.join().unwrap_or_default();
+        let Ok((lat, f, at)) = h.join() else { continue };
         all.extend(lat);
         failed += f;
+        finished = finished.max(at);
     }
-    Ok((all, failed, started.elapsed()))
+    Ok((all, failed, finished - started))
 }
 
 fn main() -> ExitCode {

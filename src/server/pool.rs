@@ -232,6 +232,11 @@ impl Pool {
         self.entries.contains_key(id)
     }
 
+    /// Whether `client` has a request pending.
+    pub(super) fn has_client(&self, client: u64) -> bool {
+        self.client_entries(client).next().is_some()
+    }
+
     /// Pending requests per source, for status lines (sources with none left out).
     pub(super) fn per_source(&self) -> impl Iterator<Item = (Source, usize)> + '_ {
         self.per_source.iter().map(|(source, n)| (*source, *n))

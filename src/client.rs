@@ -18,6 +18,7 @@
 //! resend a request whose outcome was unknown, and [`status`] asks nodes how they are.
 
 pub mod keyfile;
+pub mod reconfigure;
 pub mod state;
 pub mod status;
 

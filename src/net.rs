@@ -98,7 +98,7 @@ pub enum Message {
     /// Node to client: the answer to [`Message::Status`].
     StatusReply {
         /// The node's state.
-        status: NodeStatus,
+        status: Box<NodeStatus>,
     },
 }
 
@@ -131,6 +131,9 @@ pub struct NodeStatus {
     pub lag: u64,
     /// Its peers, by id.
     pub peers: Vec<PeerStatus>,
+    /// Its quorum set (`null` from a node that does not say).
+    #[serde(default)]
+    pub quorum_set: Option<crate::quorum::QuorumSet>,
 }
 
 /// One peer in a [`NodeStatus`].
@@ -809,10 +812,11 @@ mod tests {
                 last_heard_ms: None,
                 slot: Some(6),
             }],
+            quorum_set: None,
         };
         for message in [
             Message::Status {},
-            Message::StatusReply { status },
+            Message::StatusReply { status: Box::new(status) },
             Message::Unavailable { node: NodeId(3000), peers_heard: 1, needed: 2 },
         ] {
             assert_eq!(decode(&encode(&message)), Ok(Datagram::Json(message.clone())));

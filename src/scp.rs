@@ -397,6 +397,17 @@ impl<A: Application> Node<A> {
         })
     }
 
+    /// Q(v) := `quorum_set` from now on: a reconfiguration decided in the slot just
+    /// externalized, adopted at the slot boundary. Every statement carries its sender's
+    /// quorum set, so peers judge ours by the statements we send from now on, and the
+    /// slots still open (at most the next ones, whose statements may have arrived early)
+    /// are evaluated with it from their next step. Refused, changing nothing, if not sane.
+    pub fn set_quorum_set(&mut self, quorum_set: QuorumSet) -> Result<(), ConfigError> {
+        quorum_set.check_sanity().map_err(ConfigError::QuorumSet)?;
+        self.config.quorum_set = quorum_set;
+        Ok(())
+    }
+
     /// Tells the node which peers have gone silent (e.g. no datagram for a few seconds).
     /// Nomination then does not pick them as round leaders: a crashed leader would
     /// otherwise cost every slot it leads a whole round timeout. Leader choice only

@@ -30,6 +30,7 @@
 //! `--metrics`.
 
 mod catchup;
+mod membership;
 mod pool;
 mod recovery;
 mod status;
@@ -50,7 +51,7 @@ use crate::scp::{
 };
 use crate::store::{Store, StoreError};
 use crate::timer::{self, TimerCommand};
-use crate::wallet::{self, Batch, Key, Op, Reply, Request, Wallet};
+use crate::wallet::{self, Batch, Key, Op, Outcome, Reply, Request, Wallet};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -115,6 +116,13 @@ pub enum ServerError {
     Lock(crate::lock::LockError),
     /// The `--metrics` address could not be served.
     Metrics(SocketAddr, std::io::Error),
+    /// A reconfiguration in the ledger left this node out of the cluster.
+    Removed {
+        /// This node.
+        id: NodeId,
+        /// The cluster's membership now.
+        membership: String,
+    },
 }
 
 impl fmt::Display for ServerError {
@@ -138,6 +146,11 @@ impl fmt::Display for ServerError {
             }
             ServerError::Lock(e) => write!(f, "{e}"),
             ServerError::Metrics(addr, e) => write!(f, "cannot serve metrics on {addr}: {e}"),
+            ServerError::Removed { id, membership } => write!(
+                f,
+                "node {id} was removed from the cluster by a reconfiguration (now {membership}); \
+                 to join again, add it with `fba_client PORT reconfigure` and start it with an empty data directory"
+            ),
         }
     }
 }
@@ -250,7 +263,9 @@ pub fn run(config: ServerConfig, shutdown: Receiver<()>) -> Result<(), ServerErr
 fn run_node(config: ServerConfig, shutdown: &Receiver<()>) -> Result<(), ServerError> {
     let _lock =
         crate::lock::DataDirLock::acquire(&config.data_dir, config.port).map_err(ServerError::Lock)?;
-    let recovered = recovery::recover(&config.data_dir, config.port)?;
+    let mut recovered = recovery::recover(&config.data_dir, config.port)?;
+    let (config, note) = membership::recovered_config(config, recovered.wallet.membership())?;
+    recovered.notes.extend(note);
     let (net_tx, net_rx) = crossbeam_channel::bounded(4096);
     let (bulk_tx, bulk_rx) = crossbeam_channel::bounded(BULK_QUEUE);
     let auth = trust::authenticators(&config)?;
@@ -371,6 +386,10 @@ struct Server {
     returning: BTreeSet<u64>,
     /// Since when the pool has been filling for the next proposal.
     filling_since: Option<Instant>,
+    /// The membership last adopted from a reconfiguration ([`membership`]).
+    adopted: Option<crate::wallet::membership::Membership>,
+    /// A reconfiguration left this node out: it stops once its replies are sent.
+    removed: bool,
     /// Quorum, silent peers, request rate and slot timing ([`status`]).
     observer: status::Observer,
     log: Logger,
@@ -426,6 +445,8 @@ impl Server {
             to_flood: Vec::new(),
             returning: BTreeSet::new(),
             filling_since: None,
+            adopted: None,
+            removed: false,
             observer: status::Observer::new(),
             log,
             metrics: shell.metrics,
@@ -553,6 +574,9 @@ impl Server {
             }
             self.propose_if_idle()?;
             self.flush()?;
+            if self.removed {
+                return Ok(());
+            }
         }
     }
 
@@ -823,6 +847,14 @@ impl Server {
         if let Some(reply) = admission.reply() {
             self.reply(from, format, reply);
             return;
+        }
+        if let Op::Reconfigure(membership) = &request.op {
+            if let Err(refusal) = self.check_reconfigure(membership) {
+                let reason = refusal.to_string();
+                self.log.warn(format_args!("reconfiguration from {from} refused: {reason}"));
+                self.reply(from, format, &Reply::to(&request, Outcome::ConfigurationRefused { reason }));
+                return;
+            }
         }
         if !self.observer.quorum_available && !self.pool.contains(&id) {
             self.refuse_unavailable(from, format);
@@ -1114,6 +1146,7 @@ impl Server {
         let wallet = &self.wallet;
         self.pool.retain_new(|request| wallet.pool_admission(request).is_new());
         self.metrics.ledger_slot.set_count(slot);
+        self.adopt_membership(slot)?;
         Ok(changed)
     }
 
@@ -1221,7 +1254,7 @@ fn written_keys(op: &Op) -> Vec<&Key> {
     match op {
         Op::Set { key, .. } | Op::Deposit { key, .. } | Op::Withdraw { key, .. } => vec![key],
         Op::Transfer { from, to, .. } => vec![from, to],
-        Op::Get { .. } | Op::Register { .. } => Vec::new(),
+        Op::Get { .. } | Op::Register { .. } | Op::Reconfigure(_) => Vec::new(),
     }
 }
 

@@ -26,7 +26,7 @@
 use clap::Parser;
 use fba::client::keyfile;
 use fba::client::state::{ClientState, Pending, StateFile};
-use fba::client::{self as lib, status, Client, ClientError, Progress, ASSIGNMENT_REQUESTS};
+use fba::client::{self as lib, reconfigure, status, Client, ClientError, Progress, ASSIGNMENT_REQUESTS};
 use fba::quorum::NodeId;
 use fba::wallet::{parse_text, ClientKey, Op, Outcome, Reply, Request, TEXT_CLIENT_BIT};
 use serde_json::{json, Map, Value};
@@ -56,6 +56,13 @@ const STATUS_ATTEMPTS: u32 = 4;
 const AFTER_HELP: &str = "\
 Commands: set KEY AMOUNT | deposit KEY AMOUNT | withdraw KEY AMOUNT | transfer FROM TO AMOUNT | \
 get KEY | KEY:AMOUNT. Options go before the command.
+
+`fba_client PORT reconfigure [--add [ID@]IP:PORT]... [--remove ID]... [--threshold T]` changes the \
+cluster's membership through consensus, from the node's current configuration (without \
+--threshold: the smallest above two thirds); `reconfigure THRESHOLD ID@IP:PORT...` gives the whole \
+new configuration. It takes effect at the next slot on every node; an unsafe one (two quorums \
+that need not intersect) is refused (exit 1). Development mode only: an authenticated cluster \
+changes membership with new key files.
 
 `fba_client PORT status [--all] [--json]` shows the node's slot, ledger hash, lag, quorum, pool, \
 requests/s, uptime and peers; `--all` asks every node it can reach (the node's peers and any \
@@ -144,11 +151,17 @@ fn main() -> ExitCode {
             std::iter::once("fba_client keygen".into()).chain(rest),
         )));
     }
-    let args = Args::parse_from(argv);
+    let mut args = Args::parse_from(argv);
     if args.command.first().is_some_and(|word| word == "status") {
         return ExitCode::from(status(&args));
     }
     let out = Output { json: args.json };
+    if is_reconfigure_changes(&args.command) {
+        match plan_reconfigure(&args, &out) {
+            Ok(command) => args.command = command,
+            Err(code) => return ExitCode::from(code),
+        }
+    }
     ExitCode::from(match Run::start(&args, &out) {
         Ok(mut run) => {
             let code = run.run(&out);
@@ -216,6 +229,32 @@ fn status(args: &Args) -> u8 {
     } else {
         EXIT_UNKNOWN
     }
+}
+
+/// `reconfigure --add/--remove/--threshold ...` (rather than the full configuration).
+fn is_reconfigure_changes(command: &[String]) -> bool {
+    command.first().is_some_and(|w| w == "reconfigure") && command.get(1).is_some_and(|w| w.starts_with("--"))
+}
+
+/// The full `reconfigure THRESHOLD ID@IP:PORT...` command for the changes on the command
+/// line, planned from the node's status ([`fba::client::reconfigure`]); `Err` holds the
+/// exit status of a problem, already reported.
+fn plan_reconfigure(args: &Args, out: &Output) -> Result<Vec<String>, u8> {
+    let changes = reconfigure::parse_changes(&args.command[1..]).map_err(|e| out.usage(&e.to_string()))?;
+    let servers = servers(args).map_err(|e| out.usage(&e.to_string()))?;
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let attempts = args.attempts.unwrap_or(STATUS_ATTEMPTS).max(1);
+    let status = status::query(servers[0], timeout, attempts).map_err(|e| {
+        eprintln!("fba_client: reconfigure: cannot read the configuration of {}: {e}", servers[0]);
+        EXIT_UNKNOWN
+    })?;
+    let planned = reconfigure::plan(&status, &changes).map_err(|e| out.usage(&e.to_string()))?;
+    eprintln!(
+        "fba_client: new configuration: threshold {} of {} members",
+        planned.threshold,
+        planned.members.len()
+    );
+    Ok(format!("reconfigure {planned}").split_whitespace().map(String::from).collect())
 }
 
 /// Prints the probes: a table (`--all`) or one node's lines; `--json`: an array or one object.

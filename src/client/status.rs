@@ -70,7 +70,7 @@ fn await_status(
         match socket.recv_from(&mut buf) {
             Ok((n, from)) if from == addr => {
                 if let Ok(Datagram::Json(Message::StatusReply { status })) = net::decode(&buf[..n]) {
-                    return Ok(Some(status));
+                    return Ok(Some(*status));
                 }
             }
             Ok(_) => {}
@@ -306,6 +306,7 @@ mod tests {
                 last_heard_ms: Some(250),
                 slot: Some(slot),
             }],
+            quorum_set: None,
         }
     }
 

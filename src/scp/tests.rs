@@ -879,3 +879,31 @@ fn a_node_that_took_no_part_in_nomination_judges_nobody() {
     assert_eq!(n.current_slot(), slot + 1);
     assert_eq!(n.leadership.penalties.level(leader, slot), 0);
 }
+
+#[test]
+fn a_new_quorum_set_is_taken_only_if_sane_and_carried_by_the_next_statements() {
+    let mut node = node();
+    let insane = QuorumSet::new(0, [ME]);
+    assert!(matches!(node.set_quorum_set(insane), Err(ConfigError::QuorumSet(_))));
+    assert_eq!(node.config().quorum_set, qset(), "a refused quorum set changes nothing");
+    // Q(v) := 3 of {1, 2, 3} (a reconfiguration that removed nodes 4 and 5).
+    let smaller = QuorumSet::new(3, [ME, NodeId(2), NodeId(3)]);
+    node.set_quorum_set(smaller.clone()).expect("a sane quorum set");
+    // Node 2 accepted x: with 3 of 3 every member is v-blocking (under 4-of-5 one peer is
+    // not), so this node accepts x too and says so.
+    node.handle(T0, Input::Propose(x())).expect("valid proposal");
+    let outputs = feed(&mut node, nominate(NodeId(2), &[], &[x()]));
+    let sent: Vec<&Statement> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(st) => Some(st),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sent.iter()
+            .any(|st| matches!(&st.pledges, Pledges::Nominate { accepted, .. } if accepted.contains(&x()))),
+        "the node follows its new v-blocking set: {sent:?}"
+    );
+    assert!(sent.iter().all(|st| st.quorum_set == smaller), "statements carry the new Q(v)");
+}

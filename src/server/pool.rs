@@ -217,6 +217,13 @@ impl Pool {
         }
     }
 
+    /// The node now has `peers` peers (a reconfiguration): the shares of the pool and of
+    /// a batch are recomputed; pending requests stay, each with its source.
+    pub(super) fn set_peers(&mut self, peers: usize) {
+        self.sources = peers.saturating_add(1);
+        self.source_quota = (self.capacity / self.sources).max(1);
+    }
+
     /// How many requests are pending.
     pub(super) fn len(&self) -> usize {
         self.entries.len()

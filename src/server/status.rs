@@ -235,11 +235,16 @@ impl Server {
             return;
         }
         let mut status = self.node_status(now);
-        let mut bytes = net::encode(&Message::StatusReply { status: status.clone() });
+        let mut bytes = net::encode(&Message::StatusReply { status: Box::new(status.clone()) });
         while bytes.len() > MAX_DATAGRAM && !status.peers.is_empty() {
             // Thousands of peers: list as many as fit.
             status.peers.truncate(status.peers.len() / 2);
-            bytes = net::encode(&Message::StatusReply { status: status.clone() });
+            bytes = net::encode(&Message::StatusReply { status: Box::new(status.clone()) });
+        }
+        if bytes.len() > MAX_DATAGRAM {
+            // A quorum set too large to say in one datagram.
+            status.quorum_set = None;
+            bytes = net::encode(&Message::StatusReply { status: Box::new(status) });
         }
         self.send(from, &bytes);
     }
@@ -274,6 +279,7 @@ impl Server {
             needed: peers_needed(&self.config.quorum_set, self.config.id) as u64,
             lag: highest.saturating_sub(slot),
             peers,
+            quorum_set: Some(self.config.quorum_set.clone()),
         }
     }
 }

@@ -124,6 +124,7 @@
 mod amount;
 mod batch;
 mod error;
+pub mod membership;
 mod op;
 mod request;
 mod session;

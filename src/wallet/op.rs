@@ -1,6 +1,7 @@
 //! Operations on the wallets, and the plain-text commands that spell them.
 
 use super::error::quote;
+use super::membership::{parse_member, Membership};
 use super::{Amount, Key, WalletError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -9,8 +10,9 @@ use std::fmt;
 ///
 /// JSON: `{"type":"set","key":"foo","amount":"$10"}`, with `type` one of `set`,
 /// `deposit`, `withdraw`, `get` (`get` has no `amount`);
-/// `{"type":"transfer","from":"alice","to":"bob","amount":"$5"}`; and
-/// `{"type":"register","nonce":8077241}`.
+/// `{"type":"transfer","from":"alice","to":"bob","amount":"$5"}`;
+/// `{"type":"register","nonce":8077241}`; and
+/// `{"type":"reconfigure","threshold":4,"members":[{"id":3000,"address":"127.0.0.1:3000"},…]}`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Op {
@@ -60,6 +62,9 @@ pub enum Op {
         /// client, same nonce) gets the same session.
         nonce: u64,
     },
+    /// Replace the cluster's membership with this configuration from the next slot on
+    /// (see [`super::membership`]); refused as a whole if unsafe or malformed.
+    Reconfigure(Membership),
 }
 
 impl Op {
@@ -80,6 +85,7 @@ impl fmt::Display for Op {
             Op::Get { key } => write!(f, "get {key}"),
             Op::Transfer { from, to, amount } => write!(f, "transfer {from} {to} {amount}"),
             Op::Register { nonce } => write!(f, "register {nonce}"),
+            Op::Reconfigure(membership) => write!(f, "reconfigure {membership}"),
         }
     }
 }
@@ -106,6 +112,7 @@ pub fn parse_text(line: &str) -> Result<Op, WalletError> {
             key_amount(&args, "withdraw <key> <amount>").map(|(key, amount)| Op::Withdraw { key, amount })
         }
         "transfer" => parse_transfer(&args),
+        "reconfigure" => parse_reconfigure(&args),
         "get" => match args[..] {
             [key] => Ok(Op::Get { key: Key::new(key)? }),
             _ => Err(WalletError::Usage { usage: "get <key>" }),
@@ -122,6 +129,16 @@ fn parse_transfer(args: &[&str]) -> Result<Op, WalletError> {
         }
         _ => Err(WalletError::Usage { usage: "transfer <from> <to> <amount>" }),
     }
+}
+
+/// The arguments `<threshold> <id@ip:port>...` of a reconfiguration (checked only when
+/// applied, so that a refusal says what is unsafe).
+fn parse_reconfigure(args: &[&str]) -> Result<Op, WalletError> {
+    let usage = WalletError::Usage { usage: "reconfigure <threshold> <id@ip:port>..." };
+    let Some((threshold, members)) = args.split_first() else { return Err(usage) };
+    let threshold = threshold.parse().map_err(|_| usage.clone())?;
+    let members = members.iter().map(|m| parse_member(m)).collect::<Option<Vec<_>>>().ok_or(usage)?;
+    Ok(Op::Reconfigure(Membership { threshold, members }))
 }
 
 /// Parses the assignment's comma-separated list, e.g. `foo:$10, bar:$30, foo:$20`; every

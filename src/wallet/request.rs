@@ -173,7 +173,8 @@ impl Reply {
 ///
 /// JSON: an object whose `status` is `ok`, `transferred`, `registered`,
 /// `insufficient_funds`, `no_such_wallet`, `overflow`, `not_owner`, `same_wallet`,
-/// `duplicate`, `bad_seq` or `session_expired`, plus the variant's fields.
+/// `duplicate`, `bad_seq`, `session_expired`, `reconfigured` or `configuration_refused`,
+/// plus the variant's fields.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
@@ -253,12 +254,31 @@ pub enum Outcome {
         /// The session's last applied sequence number.
         last_seq: u64,
     },
+    /// A reconfiguration applied: from the next slot on, the cluster is `threshold` of
+    /// `members`.
+    Reconfigured {
+        /// The new threshold.
+        threshold: u32,
+        /// The new members' ids.
+        members: Vec<u64>,
+    },
+    /// A reconfiguration refused (unsafe, malformed, or not allowed); nothing changed.
+    ConfigurationRefused {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Outcome {
     /// Whether the request succeeded (`ok`, `transferred` or `registered`).
     pub fn is_ok(&self) -> bool {
-        matches!(self, Outcome::Ok { .. } | Outcome::Transferred { .. } | Outcome::Registered { .. })
+        matches!(
+            self,
+            Outcome::Ok { .. }
+                | Outcome::Transferred { .. }
+                | Outcome::Registered { .. }
+                | Outcome::Reconfigured { .. }
+        )
     }
 
     /// The session a register opened, if this is [`Outcome::Registered`].
@@ -307,6 +327,11 @@ impl fmt::Display for Outcome {
                 write!(f, "ERROR session expired: the request names no session; {REGISTER}")
             }
             Outcome::SessionExpired { .. } => write!(f, "ERROR session expired: {REGISTER}"),
+            Outcome::Reconfigured { threshold, members } => {
+                let ids: Vec<String> = members.iter().map(u64::to_string).collect();
+                write!(f, "OK reconfigured: {threshold} of {{{}}} from the next slot", ids.join(", "))
+            }
+            Outcome::ConfigurationRefused { reason } => write!(f, "ERROR configuration refused: {reason}"),
         }
     }
 }

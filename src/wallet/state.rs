@@ -1,6 +1,7 @@
 //! The replicated state machine: balances, their owners, and the client sessions.
 
 use super::error::quote;
+use super::membership::Membership;
 use super::session::{Session, SessionKey, Sessions};
 use super::{
     is_text_client, Amount, Batch, Key, Op, Outcome, Reply, Request, WalletError, DEFAULT_SESSION_LIMIT,
@@ -58,6 +59,9 @@ pub struct Wallet {
     sessions: Sessions,
     /// How many requests have been applied (cached replays and refusals excluded).
     applied: u64,
+    /// The cluster configuration the last applied reconfiguration set (`None`: none yet,
+    /// each node keeps the one it was started with).
+    membership: Option<Membership>,
 }
 
 impl Default for Wallet {
@@ -75,7 +79,13 @@ impl Wallet {
     /// No wallets; holds up to `limit` sessions (at least one). Every replica of a cluster
     /// must use the same limit, for as long as its ledger lives.
     pub fn with_session_limit(limit: usize) -> Wallet {
-        Wallet { entries: Vec::new(), index: HashMap::new(), sessions: Sessions::new(limit), applied: 0 }
+        Wallet {
+            entries: Vec::new(),
+            index: HashMap::new(),
+            sessions: Sessions::new(limit),
+            applied: 0,
+            membership: None,
+        }
     }
 
     /// Unowned wallets with these balances, in this order (e.g. loaded from the database
@@ -119,6 +129,11 @@ impl Wallet {
     /// How many requests have been applied (cached replays and refusals not counted).
     pub fn applied_count(&self) -> u64 {
         self.applied
+    }
+
+    /// The cluster configuration set by the last applied reconfiguration, if any.
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
     }
 
     /// How many sessions (registered ones and plain-text clients) the wallet holds.
@@ -213,6 +228,7 @@ impl Wallet {
             Op::Withdraw { key, amount } => self.withdraw(key, *amount, signer),
             Op::Transfer { from, to, amount } => self.transfer(from, to, *amount, signer),
             Op::Get { key } => self.read(key),
+            Op::Reconfigure(membership) => self.reconfigure(membership, signer),
         };
         let reply = Reply::to(request, outcome);
         self.sessions.record(session_key(request), request.seq, reply.clone(), tick);
@@ -288,6 +304,27 @@ impl Wallet {
         self.entries[f].balance = rest;
         self.entries[t].balance = sum;
         Outcome::Transferred { from: from.clone(), from_balance: rest, to: to.clone(), to_balance: sum }
+    }
+
+    /// Adopts `membership` if it is safe and well formed ([`Membership::check`]). A signed
+    /// reconfiguration is refused: in an authenticated cluster every node's key file names
+    /// the nodes it shares keys with, so membership changes there by new key files.
+    fn reconfigure(&mut self, membership: &Membership, signer: Option<u64>) -> Outcome {
+        if signer.is_some() {
+            let reason =
+                "an authenticated cluster changes membership with new key files (`fba_server keygen`) \
+                          and a restart of each node, not by a request"
+                    .to_string();
+            return Outcome::ConfigurationRefused { reason };
+        }
+        match membership.check() {
+            Ok(checked) => {
+                let outcome = Outcome::Reconfigured { threshold: checked.threshold, members: checked.ids() };
+                self.membership = Some(checked);
+                outcome
+            }
+            Err(problem) => Outcome::ConfigurationRefused { reason: problem.to_string() },
+        }
     }
 
     fn read(&self, key: &Key) -> Outcome {
@@ -481,6 +518,65 @@ mod tests {
             quiet.run(&mut wallet, deposit("x", "5")),
             Outcome::Ok { key: key("x"), balance: dollars("20") }
         );
+    }
+
+    fn membership(threshold: u32, ids: &[u64]) -> Membership {
+        let members = ids
+            .iter()
+            .map(|id| crate::wallet::membership::Member { id: *id, address: format!("127.0.0.1:{id}") })
+            .collect();
+        Membership { threshold, members }
+    }
+
+    #[test]
+    fn a_safe_reconfiguration_is_adopted_and_an_unsafe_or_signed_one_changes_nothing() {
+        let mut wallet = Wallet::new();
+        let mut admin = TestClient::unsigned(&mut wallet, 5);
+        assert_eq!(wallet.membership(), None, "none until a reconfiguration is applied");
+        let outcome = admin.run(&mut wallet, Op::Reconfigure(membership(4, &[3004, 3000, 3001, 3002, 3003])));
+        assert_eq!(
+            outcome,
+            Outcome::Reconfigured { threshold: 4, members: vec![3000, 3001, 3002, 3003, 3004] }
+        );
+        assert!(outcome.is_ok());
+        let adopted = wallet.membership().cloned().expect("adopted");
+        assert_eq!(adopted.ids(), [3000, 3001, 3002, 3003, 3004], "kept sorted by id");
+
+        let unsafe_one = admin.run(&mut wallet, Op::Reconfigure(membership(2, &[1, 2, 3, 4])));
+        assert!(
+            matches!(&unsafe_one, Outcome::ConfigurationRefused { reason } if reason.contains("disjoint")),
+            "{unsafe_one:?}"
+        );
+        assert!(!unsafe_one.is_ok());
+        assert_eq!(wallet.membership(), Some(&adopted), "a refusal changes nothing");
+
+        let mut signed = TestClient::signed(&mut wallet);
+        let refused = signed.run(&mut wallet, Op::Reconfigure(membership(1, &[1])));
+        assert!(matches!(refused, Outcome::ConfigurationRefused { .. }), "{refused:?}");
+        assert_eq!(wallet.membership(), Some(&adopted));
+
+        let mut replica = Wallet::new();
+        let batch =
+            Batch::new(vec![admin.at(1, Op::Reconfigure(membership(4, &[3004, 3000, 3001, 3002, 3003])))]);
+        let _ = TestClient::unsigned(&mut replica, 5);
+        replica.apply_batch(&batch);
+        assert_eq!(replica.membership(), Some(&adopted), "every replica adopts the same configuration");
+    }
+
+    #[test]
+    fn a_reconfiguration_is_spelled_in_json_and_plain_text() {
+        let op = Op::Reconfigure(membership(3, &[1, 2, 3]));
+        let json = serde_json::to_string(&op).expect("encodes");
+        assert_eq!(
+            json,
+            r#"{"type":"reconfigure","threshold":3,"members":[{"id":1,"address":"127.0.0.1:1"},{"id":2,"address":"127.0.0.1:2"},{"id":3,"address":"127.0.0.1:3"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<Op>(&json).expect("decodes"), op);
+        assert_eq!(op.to_string(), "reconfigure 3 1@127.0.0.1:1 2@127.0.0.1:2 3@127.0.0.1:3");
+        assert_eq!(parse_text(&op.to_string()), Ok(op));
+        for bad in ["reconfigure", "reconfigure x 1@127.0.0.1:1", "reconfigure 1 localhost:1"] {
+            assert!(matches!(parse_text(bad), Err(WalletError::Usage { .. })), "{bad}");
+        }
     }
 
     #[test]

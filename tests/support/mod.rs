@@ -99,14 +99,19 @@ impl Cluster {
 
     /// The command line of node `i`.
     pub fn server_command(&self, i: usize) -> Command {
+        let all: Vec<usize> = (0..self.ports.len()).collect();
+        self.server_command_among(i, &all, self.threshold)
+    }
+
+    /// The command line of node `i` configured with only `members` (indices, `i` among
+    /// them) as its cluster, at `threshold`.
+    pub fn server_command_among(&self, i: usize, members: &[usize], threshold: usize) -> Command {
         let mut cmd = Command::new(server_bin());
         cmd.arg(self.ports[i].to_string()).arg("--data-dir").arg(self.dir.path());
-        for (j, port) in self.ports.iter().enumerate() {
-            if j != i {
-                cmd.arg("--peer").arg(format!("127.0.0.1:{port}"));
-            }
+        for &j in members.iter().filter(|&&j| j != i) {
+            cmd.arg("--peer").arg(format!("127.0.0.1:{}", self.ports[j]));
         }
-        cmd.arg("--threshold").arg(self.threshold.to_string()).args(&self.extra_args);
+        cmd.arg("--threshold").arg(threshold.to_string()).args(&self.extra_args);
         if self.keyed {
             cmd.arg("--key-file").arg(self.key_path(i));
         }
@@ -134,10 +139,21 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, i: usize) {
+        let cmd = self.server_command(i);
+        self.spawn_node(i, cmd);
+    }
+
+    /// Starts node `i` configured with only `members` as its cluster, at `threshold`
+    /// ([`Cluster::server_command_among`]), and waits until it listens.
+    pub fn start_node_among(&mut self, i: usize, members: &[usize], threshold: usize) {
+        let cmd = self.server_command_among(i, members, threshold);
+        self.spawn_node(i, cmd);
+    }
+
+    fn spawn_node(&mut self, i: usize, mut cmd: Command) {
         let log = fs::File::create(self.log_path(i)).expect("log file");
         let err = log.try_clone().expect("log file");
-        let child =
-            self.server_command(i).stdout(Stdio::from(log)).stderr(Stdio::from(err)).spawn().expect("spawn");
+        let child = cmd.stdout(Stdio::from(log)).stderr(Stdio::from(err)).spawn().expect("spawn");
         self.children[i] = Some(child);
         wait_for(&format!("node {} to listen", self.ports[i]), || self.log(i).contains("listening on"));
     }

@@ -11,6 +11,9 @@
 //! is in *development mode*: peers are recognised by source address only, so it binds only
 //! loopback addresses and talks only to loopback peers.
 //!
+//! With a key file, `--peer` may name only some of the file's nodes: the others are
+//! *spares*, keyed but not members until a reconfiguration adds them (a note says so).
+//!
 //! **Identity.** A node's id is explicit (`--id`, `ID@HOST:PORT`, the key file) or derived
 //! from its address by [`derive_node_id`]; a peer entry at our own address is us, a peer
 //! with our id elsewhere, and two peers with one id or one address, are refused.
@@ -162,6 +165,9 @@ pub struct ServerConfig {
     pub print_entries_max: usize,
     /// Peer authentication keys (`--key-file`); `None` in development mode.
     pub keys: Option<crate::auth::NetworkKeys>,
+    /// The client ids whose signed `reconfigure` requests the cluster obeys (from the key
+    /// file; none in development mode, where unsigned ones are obeyed).
+    pub operators: BTreeSet<u64>,
     /// Complete lines to print at start-up (such as an unsafe quorum allowed by
     /// `--unsafe-quorum`).
     pub warnings: Vec<String>,
@@ -308,15 +314,6 @@ pub enum ConfigError {
         /// The id the file gives that address.
         expected: NodeId,
     },
-    /// A node of the key file that no `--peer` names.
-    KeyFileNodeNotPeer {
-        /// The key file.
-        file: PathBuf,
-        /// The node's id.
-        id: NodeId,
-        /// Its address in the file.
-        address: String,
-    },
     /// The threshold is 0 or above the number of nodes.
     BadThreshold {
         /// The threshold asked for.
@@ -388,9 +385,6 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::PeerIdNotInKeyFile { file, peer, expected } => {
                 write!(f, "--peer {peer}: key file {} gives that address id {expected}", file.display())
-            }
-            ConfigError::KeyFileNodeNotPeer { file, id, address } => {
-                write!(f, "key file {} names node {id} ({address}), which no --peer names", file.display())
             }
             ConfigError::BadThreshold { threshold, nodes } => {
                 write!(f, "threshold {threshold} is impossible with {nodes} nodes (must be 1..={nodes})")
@@ -516,8 +510,6 @@ struct Peer {
     id: Option<NodeId>,
     /// As given (with its id), for messages.
     label: String,
-    /// Its `HOST:PORT` as given.
-    address: String,
     addr: SocketAddr,
 }
 
@@ -525,7 +517,7 @@ impl Peer {
     fn resolve(spec: NodeSpec, family: IpAddr) -> Result<Peer, ConfigError> {
         let addr = resolve_address(&spec.address, family)
             .map_err(|source| ConfigError::Unresolvable { address: spec.address.clone(), source })?;
-        Ok(Peer { id: spec.id, label: spec.to_string(), address: spec.address, addr })
+        Ok(Peer { id: spec.id, label: spec.to_string(), addr })
     }
 }
 
@@ -590,6 +582,9 @@ impl ServerArgs {
         if own_peers && self.quorum_file.is_none() && self.threshold.is_none() {
             warnings.push(defaulted_threshold_note(&quorum_set));
         }
+        if let Some((_, file)) = &key_file {
+            warnings.extend(spare_notes(file, &peers));
+        }
         Ok(ServerConfig {
             id,
             bind,
@@ -603,6 +598,10 @@ impl ServerArgs {
                 (_, true) => Verbosity::Verbose,
                 _ => Verbosity::Normal,
             },
+            operators: key_file
+                .as_ref()
+                .map(|(_, file)| file.operators.iter().copied().collect())
+                .unwrap_or_default(),
             keys: key_file.map(|(_, file)| file.network_keys()),
             warnings,
             log_format: self.log_format,
@@ -621,9 +620,7 @@ impl ServerArgs {
         let bind = SocketAddr::new(self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), self.port());
         let peers = if self.peers.is_empty() {
             let defaults = ASSIGNMENT_PORTS.iter().map(|&p| SocketAddr::new(bind.ip(), p));
-            defaults
-                .map(|addr| Peer { id: None, label: addr.to_string(), address: addr.to_string(), addr })
-                .collect()
+            defaults.map(|addr| Peer { id: None, label: addr.to_string(), addr }).collect()
         } else {
             self.given_peers(bind.ip())?
         };
@@ -693,9 +690,13 @@ impl ServerArgs {
             .map(|n| Peer::resolve(NodeSpec { id: Some(n.id), address: n.address.clone() }, bind.ip()))
             .collect::<Result<Vec<_>, _>>()?;
         let own = [bind, own_addr];
-        if !self.peers.is_empty() {
-            match_key_file(path, me, &own, &self.given_peers(bind.ip())?, &file_peers)?;
-        }
+        let file_peers = match self.peers.is_empty() {
+            true => file_peers,
+            false => {
+                let named = match_key_file(path, me, &own, &self.given_peers(bind.ip())?, &file_peers)?;
+                file_peers.into_iter().filter(|p| p.id.is_some_and(|id| named.contains(&id))).collect()
+            }
+        };
         Ok((me, bind, assemble(me, &own, file_peers)?))
     }
 
@@ -835,13 +836,16 @@ fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result
 
 /// Checks that the `--peer` entries are exactly the key file's other nodes: same
 /// addresses and, where given, same ids. Names the first mismatch.
+/// Checks that every `--peer` is a node of the key file (at its address, with its id);
+/// returns the ids they name. Key-file nodes no `--peer` names are spares: keyed, but not
+/// members until a reconfiguration adds them.
 fn match_key_file(
     path: &Path,
     me: NodeId,
     own: &[SocketAddr],
     given: &[Peer],
     file_peers: &[Peer],
-) -> Result<(), ConfigError> {
+) -> Result<BTreeSet<NodeId>, ConfigError> {
     let file = || path.to_path_buf();
     let mut matched = BTreeSet::new();
     for peer in given {
@@ -863,13 +867,22 @@ fn match_key_file(
             return Err(ConfigError::DuplicateNode(expected));
         }
     }
-    let unnamed = file_peers.iter().find_map(|n| n.id.filter(|id| !matched.contains(id)).map(|id| (id, n)));
-    match unnamed {
-        Some((id, node)) => {
-            Err(ConfigError::KeyFileNodeNotPeer { file: file(), id, address: node.address.clone() })
-        }
-        None => Ok(()),
-    }
+    Ok(matched)
+}
+
+/// A note for each node of the key file that is not a peer: a spare, which a
+/// reconfiguration can add.
+fn spare_notes(file: &KeyFile, peers: &BTreeMap<NodeId, SocketAddr>) -> Vec<String> {
+    file.peers()
+        .filter(|n| !peers.contains_key(&n.id))
+        .map(|n| {
+            format!(
+                "note: key file node {}@{} is not a peer (no --peer names it): a spare, which \
+                 `fba_client PORT reconfigure --add` can make a member",
+                n.id, n.address
+            )
+        })
+        .collect()
 }
 
 /// Refuses a quorum set whose quorums need not intersect when every node it names uses
@@ -1237,7 +1250,17 @@ mod tests {
         let c = run(&["--peer", "127.0.0.1:5001", "--peer", "127.0.0.1:5002", "--peer", "3@127.0.0.1:5003"])
             .expect("the file's nodes");
         assert_eq!(ids(&c), [2, 3]);
-        assert!(matches!(run(&["--peer", "127.0.0.1:5002"]), Err(ConfigError::KeyFileNodeNotPeer { .. })));
+        let subset = run(&["--peer", "127.0.0.1:5002", "--threshold", "2"]).expect("a spare is allowed");
+        assert_eq!(ids(&subset), [2], "node 3 is a spare, not a peer");
+        assert!(
+            subset.keys.as_ref().is_some_and(|k| k.pairwise.contains_key(&NodeId(3))),
+            "keyed all the same"
+        );
+        assert!(
+            subset.warnings.iter().any(|w| w.contains("node 3@127.0.0.1:5003 is not a peer")),
+            "{:?}",
+            subset.warnings
+        );
         let extra =
             run(&["--peer", "127.0.0.1:5002", "--peer", "127.0.0.1:5003", "--peer", "127.0.0.1:5004"]);
         assert!(matches!(extra, Err(ConfigError::PeerNotInKeyFile { .. })));

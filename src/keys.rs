@@ -10,6 +10,11 @@
 //!            {"id": 2, "address": "10.0.0.2:22000", "key": "<64 hex: the key 1 shares with 2>"}]}
 //! ```
 //!
+//! With `--operator CLIENT_ID` (repeatable) the files also carry `"operators": [...]`:
+//! the client ids (from `fba_client keygen`) whose signed `reconfigure` requests the
+//! cluster obeys (see [`crate::wallet::membership`]); every file of one network carries
+//! the same list.
+//!
 //! The node's own entry carries no key; addresses are kept as the user wrote them (host
 //! names allowed) and resolved when the node starts. [`KeyFile::load`] refuses, like ssh, a
 //! file that group or others may read, and checks the whole file before anything uses it.
@@ -64,6 +69,8 @@ pub struct KeyFile {
     pub address: String,
     /// Every node of the network, this one included.
     pub nodes: Vec<KeyFileNode>,
+    /// The client ids allowed to change the cluster's membership.
+    pub operators: Vec<u64>,
 }
 
 /// What is wrong inside a key file's text.
@@ -163,6 +170,8 @@ struct FileJson {
     id: NodeId,
     address: String,
     nodes: Vec<NodeJson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    operators: Vec<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -206,7 +215,7 @@ impl KeyFile {
         let network = secret_from_hex(&json.network).ok_or(KeyFileProblem::BadNetwork)?;
         let nodes =
             json.nodes.into_iter().map(|n| node_from_json(n, json.id)).collect::<Result<Vec<_>, _>>()?;
-        let file = KeyFile { network, id: json.id, address: json.address, nodes };
+        let file = KeyFile { network, id: json.id, address: json.address, nodes, operators: json.operators };
         file.check()?;
         Ok(file)
     }
@@ -248,10 +257,17 @@ impl KeyFile {
                 .iter()
                 .map(|n| NodeJson { id: n.id, address: n.address.clone(), key: n.key.map(|k| hex(&k.0)) })
                 .collect(),
+            operators: self.operators.clone(),
         };
         let mut text = serde_json::to_string_pretty(&json).expect("a key file serializes");
         text.push('\n');
         text
+    }
+
+    /// The same file naming `operators` as the clients allowed to reconfigure.
+    pub fn with_operators(mut self, operators: &[u64]) -> KeyFile {
+        self.operators = operators.to_vec();
+        self
     }
 
     /// Every node but the file's owner.
@@ -389,6 +405,7 @@ pub fn generate(nodes: &[KeygenNode]) -> Result<Vec<KeyFile>, KeygenError> {
         nodes: (nodes.iter().enumerate())
             .map(|(j, node)| KeyFileNode { id: node.id, address: node.address.clone(), key: key(i, j) })
             .collect(),
+        operators: Vec::new(),
     };
     Ok(nodes.iter().enumerate().map(file).collect())
 }

@@ -263,7 +263,7 @@ pub fn run(config: ServerConfig, shutdown: Receiver<()>) -> Result<(), ServerErr
 fn run_node(config: ServerConfig, shutdown: &Receiver<()>) -> Result<(), ServerError> {
     let _lock =
         crate::lock::DataDirLock::acquire(&config.data_dir, config.port).map_err(ServerError::Lock)?;
-    let mut recovered = recovery::recover(&config.data_dir, config.port)?;
+    let mut recovered = recovery::recover(&config.data_dir, config.port, &config.operators)?;
     let (config, note) = membership::recovered_config(config, recovered.wallet.membership())?;
     recovered.notes.extend(note);
     let (net_tx, net_rx) = crossbeam_channel::bounded(4096);
@@ -369,8 +369,8 @@ struct Server {
     /// Pending requests, with their sources and quotas ([`pool`]).
     pool: pool::Pool,
     /// Where to send the reply of a pending request we received from a client, by
-    /// [`Request::id`]; only for requests in the pool.
-    waiting: HashMap<pool::Id, (SocketAddr, Format)>,
+    /// [`Request::id`] (and, for a register, its nonce); only for requests in the pool.
+    waiting: HashMap<pool::Id, (SocketAddr, Format, Option<u64>)>,
     /// The slot we last proposed a batch for.
     proposed: Option<SlotIndex>,
     /// Replies of applied slots, sent by [`Server::flush`].
@@ -652,6 +652,12 @@ impl Server {
     /// slot in progress or one of the next few, or ledger entries we asked for that were
     /// applied. Catch-up requests, empty or unsolicited ledger answers and floods are not.
     fn on_peer_message(&mut self, peer: NodeId, message: Message) -> Result<(), ServerError> {
+        if !self.config.peers.contains_key(&peer) {
+            // A node of the key file that is not a member (a spare not added yet, or one
+            // removed): authenticated, but it has no say.
+            self.log.debug(format_args!("dropped a message from node {peer}, which is not a member"));
+            return Ok(());
+        }
         self.last_heard.insert(peer, Instant::now());
         match message {
             Message::Scp { statement } => {
@@ -862,7 +868,7 @@ impl Server {
         }
         match self.pool.admit(request.clone(), pool::Source::Client, Instant::now()) {
             Ok(admitted) => {
-                self.waiting.insert(id, (from, format));
+                self.waiting.insert(id, (from, format, register_nonce(&request)));
                 if admitted == pool::Admitted::Added {
                     self.to_flood.push(request);
                 }
@@ -1138,9 +1144,15 @@ impl Server {
                 reply
             ));
         }
-        for reply in replies {
-            if let Some((addr, format)) = self.waiting.remove(&(reply.client, reply.session, reply.seq)) {
-                self.replies.push((addr, format, reply));
+        for (request, reply) in batch.requests().iter().zip(replies) {
+            // Every register of a client has the id (client, 0, 0): only the one with the
+            // nonce the client is waiting with answers it (an older one, replayed in a
+            // catch-up, opened a session the client may have used up since).
+            let id = request.id();
+            if self.waiting.get(&id).is_some_and(|w| w.2 == register_nonce(request)) {
+                if let Some((addr, format, _)) = self.waiting.remove(&id) {
+                    self.replies.push((addr, format, reply));
+                }
             }
         }
         let wallet = &self.wallet;
@@ -1236,6 +1248,14 @@ impl Server {
         if let Err(e) = self.outbox.send(to, bytes) {
             self.log.warn(format_args!("send of {} bytes to {to} failed: {e}", bytes.len()));
         }
+    }
+}
+
+/// The nonce of a register (`None` for any other request).
+fn register_nonce(request: &Request) -> Option<u64> {
+    match request.op {
+        Op::Register { nonce } => Some(nonce),
+        _ => None,
     }
 }
 

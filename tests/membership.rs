@@ -37,7 +37,8 @@ fn load(port: u16, stop: Arc<AtomicBool>, acked: Arc<AtomicU64>) -> thread::Join
 /// Runs `fba_client` against node `i` with `args`; its exit code and standard output.
 fn client(cluster: &Cluster, i: usize, args: &[&str]) -> (i32, String) {
     let out = cluster.client(i).args(args).output().expect("fba_client runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]
@@ -136,7 +137,8 @@ fn an_unsafe_or_malformed_reconfiguration_is_refused_and_changes_nothing() {
 
     let (code, out) = client(&cluster, 0, &["--json", "reconfigure", "--threshold", "5"]);
     assert_eq!(code, 1, "{out}");
-    let reply: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let first = out.lines().next().unwrap_or_default();
+    let reply: serde_json::Value = serde_json::from_str(first).expect("one JSON object on stdout");
     assert_eq!(reply["status"], "configuration_refused", "{reply}");
 
     assert_eq!(client(&cluster, 2, &["set", "still", "4"]).0, 0, "the cluster still works");
@@ -146,4 +148,61 @@ fn an_unsafe_or_malformed_reconfiguration_is_refused_and_changes_nothing() {
         assert_eq!(status["quorum_set"]["threshold"], 3, "node {i}: {status}");
         assert!(!cluster.log(i).contains("membership changed"), "node {i} changed membership");
     }
+}
+
+/// A client key made with `fba_client keygen --json` at `path`; its client id.
+fn client_key_at(cluster: &Cluster, path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new(support::client_bin())
+        .args(["keygen", "--json", "--out"])
+        .arg(path)
+        .env("FBA_CLIENT_HOME", cluster.dir.path().join("client-home"))
+        .output()
+        .expect("fba_client keygen runs");
+    assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).expect("keygen JSON");
+    made["client"].as_u64().expect("a client id")
+}
+
+#[test]
+fn an_authenticated_cluster_adds_a_spare_node_on_its_operators_word_only() {
+    let mut cluster = Cluster::new(5, 3);
+    // The cluster's own client key (the one `cluster.client` signs with) is the operator's.
+    let operator = client_key_at(&cluster, &cluster.dir.path().join("client.key"));
+    cluster.with_keys_args(&["--operator", &operator.to_string()]);
+    for i in 0..4 {
+        cluster.start_node_among(i, &[0, 1, 2, 3], 3);
+    }
+    assert!(cluster.log(0).contains("is not a peer (no --peer names it): a spare"), "{}", cluster.log(0));
+    assert_eq!(client(&cluster, 0, &["set", "before", "1"]).0, 0);
+    cluster.start_node_among(4, &[0, 1, 2, 3, 4], 4);
+
+    // Anyone else's signed reconfiguration is refused by the wallet on every node.
+    let stranger = cluster.dir.path().join("stranger.key");
+    client_key_at(&cluster, &stranger);
+    let fifth = format!("127.0.0.1:{}", cluster.ports[4]);
+    let out = assert_cmd::Command::new(support::client_bin())
+        .arg(cluster.ports[0].to_string())
+        .arg("--key")
+        .arg(&stranger)
+        .args(["reconfigure", "--add", &fifth])
+        .env("FBA_CLIENT_HOME", cluster.dir.path().join("client-home"))
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .expect("fba_client runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("is not an operator"), "{stdout}");
+
+    let (code, out) = client(&cluster, 0, &["reconfigure", "--add", &fifth]);
+    assert_eq!(code, 0, "the operator's reconfiguration: {out}");
+    assert!(out.contains("OK reconfigured: 4 of {"), "{out}");
+    let (code, out) = client(&cluster, 4, &["set", "joined", "2"]);
+    assert_eq!(code, 0, "the new member serves: {out}");
+    let expected = cluster.db(4);
+    assert!(
+        expected.contains("before") && expected.contains("joined"),
+        "{expected}\n{out}\n{}",
+        cluster.log(4)
+    );
+    cluster.wait_dbs(&[0, 1, 2, 3], &expected);
 }

@@ -61,8 +61,8 @@ get KEY | KEY:AMOUNT. Options go before the command.
 cluster's membership through consensus, from the node's current configuration (without \
 --threshold: the smallest above two thirds); `reconfigure THRESHOLD ID@IP:PORT...` gives the whole \
 new configuration. It takes effect at the next slot on every node; an unsafe one (two quorums \
-that need not intersect) is refused (exit 1). Development mode only: an authenticated cluster \
-changes membership with new key files.
+that need not intersect) is refused (exit 1). An authenticated cluster obeys only its operators \
+(`fba_server keygen --operator CLIENT_ID`; sign with --key) and adds only nodes its key files name.
 
 `fba_client PORT status [--all] [--json]` shows the node's slot, ledger hash, lag, quorum, pool, \
 requests/s, uptime and peers; `--all` asks every node it can reach (the node's peers and any \

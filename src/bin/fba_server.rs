@@ -29,8 +29,14 @@ struct KeygenArgs {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Every node of the network: ID@HOST:PORT, or HOST:PORT (id derived from the address).
+    /// Nodes may be listed ahead of need: a node runs with the peers its `--peer` flags
+    /// name, and the others can be added later by `fba_client PORT reconfigure`.
     #[arg(value_name = "NODE", required = true)]
     nodes: Vec<String>,
+    /// A client id (printed by `fba_client keygen`) allowed to change the cluster's
+    /// membership with signed `reconfigure` requests; repeat for several.
+    #[arg(long = "operator", value_name = "CLIENT_ID")]
+    operators: Vec<u64>,
 }
 
 /// `fba_server check-quorum`: quorum intersection of a whole network.
@@ -116,6 +122,7 @@ fn keygen(args: KeygenArgs) -> ExitCode {
         .map(|n| KeygenNode::parse(n))
         .collect::<Result<Vec<_>, _>>()
         .and_then(|nodes| keys::generate(&nodes))
+        .map(|files| files.into_iter().map(|f| f.with_operators(&args.operators)).collect::<Vec<_>>())
         .and_then(|files| Ok((keys::write_key_files(&args.out, &files)?, files)));
     let (paths, files) = match written {
         Ok(written) => written,

@@ -26,6 +26,11 @@ pub(super) enum EntryRefusal {
         /// The address.
         address: String,
     },
+    /// A node this node's key file has no key for: it could not talk to it.
+    NoKey {
+        /// The node.
+        id: u64,
+    },
     /// Too few of the current members stay members: the new ones could not catch up
     /// from enough of them, and the old and new configurations need not share a quorum.
     TooFewStay {
@@ -43,6 +48,11 @@ impl fmt::Display for EntryRefusal {
             EntryRefusal::NotLoopback { address } => write!(
                 f,
                 "address {address} is not loopback: a node without --key-file talks only to loopback peers"
+            ),
+            EntryRefusal::NoKey { id } => write!(
+                f,
+                "node {id} is not in this node's key file: list every node that may join when running \
+                 `fba_server keygen`"
             ),
             EntryRefusal::TooFewStay { kept, threshold } => write!(
                 f,
@@ -68,6 +78,14 @@ impl Server {
     /// wallet's check when the request is applied is the one every node makes alike.
     pub(super) fn check_reconfigure(&self, membership: &Membership) -> Result<(), EntryRefusal> {
         let checked = membership.check().map_err(EntryRefusal::Invalid)?;
+        if let Some(keys) = &self.config.keys {
+            let me = self.config.id;
+            let keyless =
+                checked.members.iter().find(|m| m.id != me.0 && !keys.pairwise.contains_key(&NodeId(m.id)));
+            if let Some(member) = keyless {
+                return Err(EntryRefusal::NoKey { id: member.id });
+            }
+        }
         if self.config.development_mode() {
             let remote = checked
                 .members

@@ -18,6 +18,7 @@ use crate::ledger::{Ledger, Recovery};
 use crate::scp::{Pledges, Statement};
 use crate::store::{Store, StoreError};
 use crate::wallet::{Amount, Key, Wallet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,9 +41,11 @@ fn entries(wallet: &Wallet) -> Entries {
     wallet.entries().map(|(k, v)| (k.clone(), v)).collect()
 }
 
-/// Replays the ledger: the wallet after every entry, and the balances before the last.
-fn replay(ledger: &Ledger) -> Result<(Wallet, Option<Entries>), ServerError> {
+/// Replays the ledger: the wallet (obeying `operators`' reconfigurations) after every
+/// entry, and the balances before the last.
+fn replay(ledger: &Ledger, operators: &BTreeSet<u64>) -> Result<(Wallet, Option<Entries>), ServerError> {
     let mut wallet = Wallet::new();
+    wallet.set_operators(operators.clone());
     let mut before_last = None;
     let last = ledger.len();
     ledger
@@ -56,14 +59,15 @@ fn replay(ledger: &Ledger) -> Result<(Wallet, Option<Entries>), ServerError> {
     Ok((wallet, before_last))
 }
 
-/// Opens everything under `dir` for the node on `port` and makes it consistent.
-pub(super) fn recover(dir: &Path, port: u16) -> Result<Recovered, ServerError> {
+/// Opens everything under `dir` for the node on `port` and makes it consistent; the
+/// wallet obeys `operators`' reconfigurations ([`Wallet::set_operators`]).
+pub(super) fn recover(dir: &Path, port: u16, operators: &BTreeSet<u64>) -> Result<Recovered, ServerError> {
     let mut notes = Vec::new();
     let (ledger, recovery) = Ledger::open(dir, port).map_err(ServerError::Ledger)?;
     if let Recovery::DroppedTornTail { bytes, problem } = recovery {
         notes.push(format!("ledger: dropped a torn last entry ({bytes} bytes: {problem}), left by a crash"));
     }
-    let (wallet, before_last) = replay(&ledger)?;
+    let (wallet, before_last) = replay(&ledger, operators)?;
     let store = Store::new(dir, port);
     reconcile(&store, &ledger, &wallet, before_last, &mut notes)?;
     let (journal, latest) = Journal::open(dir, port).map_err(ServerError::Journal)?;
@@ -171,7 +175,8 @@ pub fn verify(dir: &Path, port: u16) -> Result<Verified, ServerError> {
         return Err(ServerError::Ledger(crate::ledger::LedgerError::Io(failure)));
     }
     let (ledger, _) = Ledger::open(dir, port).map_err(ServerError::Ledger)?;
-    let (wallet, _) = replay(&ledger)?;
+    // Who may reconfigure does not change a balance: no operators needed here.
+    let (wallet, _) = replay(&ledger, &BTreeSet::new())?;
     let store = Store::new(dir, port);
     let found = store.load().map_err(ServerError::Store)?;
     if found != entries(&wallet) {

@@ -7,7 +7,7 @@ use super::{
     is_text_client, Amount, Batch, Key, Op, Outcome, Reply, Request, WalletError, DEFAULT_SESSION_LIMIT,
     MAX_SEQ_GAP,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// One wallet: its name, balance and owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +62,9 @@ pub struct Wallet {
     /// The cluster configuration the last applied reconfiguration set (`None`: none yet,
     /// each node keeps the one it was started with).
     membership: Option<Membership>,
+    /// The client ids whose signed reconfigurations are obeyed (configuration, the same on
+    /// every node of a cluster: from the key files).
+    operators: BTreeSet<u64>,
 }
 
 impl Default for Wallet {
@@ -85,6 +88,7 @@ impl Wallet {
             sessions: Sessions::new(limit),
             applied: 0,
             membership: None,
+            operators: BTreeSet::new(),
         }
     }
 
@@ -129,6 +133,12 @@ impl Wallet {
     /// How many requests have been applied (cached replays and refusals not counted).
     pub fn applied_count(&self) -> u64 {
         self.applied
+    }
+
+    /// Obeys signed reconfigurations from these client ids from now on (set before the
+    /// ledger is replayed; every node of a cluster must be given the same ids).
+    pub fn set_operators(&mut self, operators: BTreeSet<u64>) {
+        self.operators = operators;
     }
 
     /// The cluster configuration set by the last applied reconfiguration, if any.
@@ -306,15 +316,16 @@ impl Wallet {
         Outcome::Transferred { from: from.clone(), from_balance: rest, to: to.clone(), to_balance: sum }
     }
 
-    /// Adopts `membership` if it is safe and well formed ([`Membership::check`]). A signed
-    /// reconfiguration is refused: in an authenticated cluster every node's key file names
-    /// the nodes it shares keys with, so membership changes there by new key files.
+    /// Adopts `membership` if its sender may change it and it is safe and well formed
+    /// ([`Membership::check`]). A signed reconfiguration must be signed by an operator
+    /// (named in the key files by `fba_server keygen --operator`); an unsigned one can only
+    /// reach a batch in development mode, where anyone on the host may send it.
     fn reconfigure(&mut self, membership: &Membership, signer: Option<u64>) -> Outcome {
-        if signer.is_some() {
-            let reason =
-                "an authenticated cluster changes membership with new key files (`fba_server keygen`) \
-                          and a restart of each node, not by a request"
-                    .to_string();
+        if let Some(client) = signer.filter(|client| !self.operators.contains(client)) {
+            let reason = format!(
+                "client {client} is not an operator of this cluster (operators are named by \
+                 `fba_server keygen --operator CLIENT_ID`)"
+            );
             return Outcome::ConfigurationRefused { reason };
         }
         match membership.check() {
@@ -552,8 +563,17 @@ mod tests {
 
         let mut signed = TestClient::signed(&mut wallet);
         let refused = signed.run(&mut wallet, Op::Reconfigure(membership(1, &[1])));
-        assert!(matches!(refused, Outcome::ConfigurationRefused { .. }), "{refused:?}");
-        assert_eq!(wallet.membership(), Some(&adopted));
+        assert!(
+            matches!(&refused, Outcome::ConfigurationRefused { reason } if reason.contains("not an operator")),
+            "{refused:?}"
+        );
+        assert_eq!(wallet.membership(), Some(&adopted), "only operators' signed reconfigurations count");
+        wallet.set_operators(BTreeSet::from([signed.id]));
+        let obeyed = signed.run(&mut wallet, Op::Reconfigure(membership(1, &[1])));
+        assert_eq!(obeyed, Outcome::Reconfigured { threshold: 1, members: vec![1] });
+        wallet.set_operators(BTreeSet::new());
+        let outcome = admin.run(&mut wallet, Op::Reconfigure(membership(4, &[3004, 3000, 3001, 3002, 3003])));
+        assert!(outcome.is_ok());
 
         let mut replica = Wallet::new();
         let batch =

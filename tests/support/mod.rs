@@ -121,11 +121,17 @@ impl Cluster {
     /// Creates keys for every node with `fba_server keygen` and runs the nodes
     /// authenticated from then on.
     pub fn with_keys(&mut self) {
+        self.with_keys_args(&[]);
+    }
+
+    /// [`Cluster::with_keys`] with more `fba_server keygen` arguments (`--operator ID`).
+    pub fn with_keys_args(&mut self, extra: &[&str]) {
         let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new(server_bin())
             .arg("keygen")
             .arg("--out")
             .arg(self.dir.path().join("keys"))
+            .args(extra)
             .args(&nodes)
             .output()
             .expect("keygen runs");

@@ -7,6 +7,9 @@
 //! A request refused as `session_expired` is reported, never resent: the next call opens
 //! a new session.
 //!
+//! A request is sent again after the retransmission timeout ([`rtt`]): a few round trips,
+//! learned from the replies so far, doubling at each resend up to [`Client::timeout`].
+//!
 //! A client knows one or more nodes ([`Client::with_servers`]): it sends a request to the
 //! first up to [`Client::attempts`] times, then the same request (same id, so still
 //! applied at most once) to the next, and so on, before giving up with
@@ -19,6 +22,7 @@
 
 pub mod keyfile;
 pub mod reconfigure;
+pub mod rtt;
 pub mod state;
 pub mod status;
 
@@ -195,8 +199,11 @@ pub struct Client {
     key: Option<ClientKey>,
     /// Called before each retransmission.
     progress: Option<Box<dyn FnMut(Progress) + Send>>,
-    /// How long to wait for a reply before sending again.
+    /// The longest wait for a reply before sending again (and the wait until a round trip
+    /// has been measured; see [`rtt`]).
     pub timeout: Duration,
+    /// Round trips measured so far: the retransmission timeout.
+    rtt: rtt::RttEstimator,
     /// How many times to send a request to each node before giving up on it.
     pub attempts: u32,
 }
@@ -235,6 +242,7 @@ impl Client {
             key,
             progress: None,
             timeout: Duration::from_millis(500),
+            rtt: rtt::RttEstimator::default(),
             attempts: 20,
         })
     }
@@ -367,7 +375,7 @@ impl Client {
         sent: &mut u32,
     ) -> Result<Option<(NodeId, Reply)>, ClientError> {
         let server = self.servers[index];
-        let mut wait = self.timeout;
+        let mut wait = self.rtt.rto(self.timeout);
         let mut busy = false;
         for attempt in 1..=self.attempts.max(1) {
             if attempt > 1 {
@@ -378,15 +386,24 @@ impl Client {
                 }
             }
             self.socket(server).send_to(bytes, server)?;
+            let sent_at = Instant::now();
             *sent += 1;
             match self.await_answer(server, request, wait)? {
-                Some(Answer::Reply(node, reply)) => return Ok(Some((node, reply))),
+                Some(Answer::Reply(node, reply)) => {
+                    if attempt == 1 {
+                        self.rtt.sample(sent_at.elapsed());
+                    }
+                    return Ok(Some((node, reply)));
+                }
                 Some(Answer::Failed(e)) => return Err(e),
                 Some(Answer::Busy) => {
                     busy = true;
                     wait = (wait * 2).min(MAX_BUSY_WAIT.max(self.timeout));
                 }
-                None => busy = false,
+                None => {
+                    busy = false;
+                    wait = (wait * 2).min(self.timeout); // back off, as TCP does
+                }
             }
         }
         Ok(None)

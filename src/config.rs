@@ -89,8 +89,10 @@ pub struct ServerArgs {
     /// Duration of ballot counter 1 in milliseconds (grows by as much per counter).
     #[arg(long, default_value_t = 1000)]
     pub ballot_timeout_ms: u64,
-    /// Interval at which undecided slots' statements are sent again, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    /// Interval at which undecided slots' statements are sent again, in milliseconds: a
+    /// statement lost on the way is repaired within it (a slot that takes less sends
+    /// nothing again).
+    #[arg(long, default_value_t = 50)]
     pub rebroadcast_ms: u64,
     /// Print only warnings, errors and operator events (one summary per decided slot,
     /// quorum, peers, catch-up): no protocol trace.

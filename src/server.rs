@@ -71,6 +71,11 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 const SILENT_AFTER: Duration = Duration::from_secs(3);
 /// Longest a node lets its pool fill before proposing (see [`Server::propose_if_idle`]).
 const BATCH_WAIT: Duration = Duration::from_millis(1);
+/// While the database holds at most this many wallets, its file is written after every
+/// slot; beyond, at most every [`DB_EVERY`] (see [`Server::save_db`]).
+const DB_SMALL: usize = 1_000;
+/// The longest a large database file lags behind the ledger while the node runs.
+const DB_EVERY: Duration = Duration::from_millis(200);
 /// Most queued datagrams handled before persisting and sending what they produced.
 const MAX_BURST: usize = 256;
 /// Most floods handled in one turn of the protocol loop, after everything urgent.
@@ -390,6 +395,10 @@ struct Server {
     adopted: Option<crate::wallet::membership::Membership>,
     /// A reconfiguration left this node out: it stops once its replies are sent.
     removed: bool,
+    /// The database file is behind the wallet ([`Server::save_db`]).
+    db_stale: bool,
+    /// When the database file was last written.
+    db_written: Instant,
     /// Quorum, silent peers, request rate and slot timing ([`status`]).
     observer: status::Observer,
     log: Logger,
@@ -447,6 +456,8 @@ impl Server {
             filling_since: None,
             adopted: None,
             removed: false,
+            db_stale: false,
+            db_written: Instant::now(),
             observer: status::Observer::new(),
             log,
             metrics: shell.metrics,
@@ -537,10 +548,12 @@ impl Server {
                 true => crossbeam_channel::never(),
                 false => self.batch_wait().map_or_else(crossbeam_channel::never, crossbeam_channel::after),
             };
+            let db_timer = self.db_due().map_or_else(crossbeam_channel::never, crossbeam_channel::after);
             let mut bulk_left = BULK_BURST;
             select! {
                 recv(housekeeping) -> _ => self.housekeeping(),
                 recv(batch_timer) -> _ => {}
+                recv(db_timer) -> _ => self.write_db_if_due()?,
                 recv(net) -> incoming => match incoming {
                     Ok(incoming) => self.on_datagram(incoming)?,
                     Err(_) => return Ok(()),
@@ -552,6 +565,7 @@ impl Server {
                 recv(checked) -> check => if let Ok(check) = check { self.on_flood_checked(check); },
                 recv(fired) -> timer => if let Ok(timer) = timer { self.on_timer(timer)?; },
                 recv(shutdown) -> _ => {
+                    self.write_db()?;
                     self.log.info(format_args!("shutting down; database complete at {}", self.store.path().display()));
                     return Ok(());
                 }
@@ -575,7 +589,7 @@ impl Server {
             self.propose_if_idle()?;
             self.flush()?;
             if self.removed {
-                return Ok(());
+                return self.write_db();
             }
         }
     }
@@ -869,7 +883,10 @@ impl Server {
         match self.pool.admit(request.clone(), pool::Source::Client, Instant::now()) {
             Ok(admitted) => {
                 self.waiting.insert(id, (from, format, register_nonce(&request)));
-                if admitted == pool::Admitted::Added {
+                // New, or sent again by a client that got no reply: flood it (again). A
+                // resend says the request may be stuck, its flood to the leader lost,
+                // so it is repaired in a client round trip, not a re-flood period.
+                if matches!(admitted, pool::Admitted::Added | pool::Admitted::Known) {
                     self.to_flood.push(request);
                 }
             }
@@ -1181,13 +1198,46 @@ impl Server {
         Ok(())
     }
 
-    /// Writes the database file (temp file, rename, no sync: the file is the projection of
-    /// the already synced ledger, rebuilt from it after a power loss) and prints it, or the
-    /// `changed` wallets when it is large.
+    /// Prints the database after a slot (or the `changed` wallets when it is large) and
+    /// writes the file: at once while it holds at most [`DB_SMALL`] wallets (the
+    /// assignment's case: the file always shows the last slot), otherwise at most every
+    /// [`DB_EVERY`] ([`Server::write_db_if_due`]), so that a slot's cost does not grow with
+    /// the data. The file is a projection of the synced ledger, which replies wait for.
     fn save_db(&mut self, changed: &[Key]) -> Result<(), ServerError> {
-        self.store.save_projection(self.wallet.entries())?;
+        self.db_stale = true;
+        if self.wallet.len() <= DB_SMALL {
+            self.write_db()?;
+        } else {
+            self.write_db_if_due()?;
+        }
         self.print_entries(Some(changed));
         Ok(())
+    }
+
+    /// Writes the database file if it is behind the wallet and was last written
+    /// [`DB_EVERY`] ago or more.
+    fn write_db_if_due(&mut self) -> Result<(), ServerError> {
+        match self.db_written.elapsed() >= DB_EVERY {
+            true => self.write_db(),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes the database file if it is behind the wallet (temp file, rename, no sync: the
+    /// file is the projection of the already synced ledger, rebuilt from it after a power
+    /// loss).
+    fn write_db(&mut self) -> Result<(), ServerError> {
+        if self.db_stale {
+            self.store.save_projection(self.wallet.entries())?;
+            self.db_stale = false;
+            self.db_written = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// How long until a database file that is behind is due to be written.
+    fn db_due(&self) -> Option<Duration> {
+        self.db_stale.then(|| DB_EVERY.saturating_sub(self.db_written.elapsed()))
     }
 
     /// The protocol trace's database line: every entry (`db 2 entries: {foo: $30, bar:

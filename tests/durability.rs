@@ -484,3 +484,53 @@ fn a_full_disk_stops_the_node_before_it_acknowledges_and_the_others_go_on() {
     acked.insert("k6".into(), "$6".into());
     assert_eq!(check_final_state(&mut cluster, &acked), 7, "two registers and five sets");
 }
+
+/// Creates `count` wallets `big-<n>` through 16 concurrent clients spread over the nodes.
+fn many_wallets(cluster: &Cluster, count: usize) {
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let port = cluster.ports[t % 4];
+            s.spawn(move || {
+                let mut client = RawClient::new(port, 9_000 + t as u64);
+                for n in (t..count).step_by(16) {
+                    assert!(ok(&client.call(&set_op(&format!("big-{n}"), 1))), "set big-{n}");
+                }
+            });
+        }
+    });
+}
+
+/// Beyond 1,000 wallets a node writes its database file at most every 200 ms rather than
+/// after every slot: the file still ends complete while the node runs, a clean stop writes
+/// it before exiting, and after `kill -9` a file left behind the ledger by several slots is
+/// set aside and rewritten at start-up.
+#[test]
+fn a_large_database_written_at_a_bounded_rate_ends_complete_and_survives_kill_9() {
+    const WALLETS: usize = 1_100;
+    let mut cluster = Cluster::start(4, 3, &[]);
+    many_wallets(&cluster, WALLETS);
+    let complete = |db: &str| parse_db(db).len() == WALLETS;
+    wait_for("every database file to hold every wallet", || (0..4).all(|i| complete(&cluster.db(i))));
+    let expected = cluster.db(0);
+    cluster.wait_dbs(&ALL, &expected);
+
+    // A clean stop writes the file; a restart finds it matching the ledger.
+    cluster.stop(3);
+    assert!(complete(&cluster.db(3)));
+    cluster.start_node_with(3, &[], &[]);
+    assert!(!cluster.log(3).contains("differed from the ledger"), "{}", cluster.log(3));
+
+    // kill -9 right after a burst of slots: the file may be several slots behind.
+    let mut client = RawClient::new(cluster.ports[1], 9_999);
+    for n in 0..20 {
+        assert!(ok(&client.call(&deposit_op(&format!("big-{n}"), 1))));
+    }
+    cluster.kill(1);
+    cluster.start_node_with(1, &[], &[]);
+    let db = parse_db(&cluster.db(1));
+    assert_eq!(db.len(), WALLETS, "rebuilt from the ledger before it listens");
+    assert!((0..20).all(|n| db.get(&format!("big-{n}")).map(String::as_str) == Some("$2")), "{db:?}");
+    let expected = cluster.db(1); // the others' files catch up within 200 ms
+    cluster.wait_dbs(&ALL, &expected);
+    assert!(cluster.verify_ok(1) > WALLETS as u64 / 16, "the ledger and the file agree");
+}

@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 
 /// A run in which no request succeeds for this long is stopped.
 const STALL: Duration = Duration::from_secs(10);
+/// Sends of a request to one node before a client tries the next ([`Client::attempts`]):
+/// with the round-trip timeout doubling from a few round trips, a paused or dead node is
+/// left within a few hundred milliseconds.
+const NODE_ATTEMPTS: u32 = 3;
 /// How often the progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// How often the progress watcher looks at the counts.
@@ -248,7 +252,7 @@ fn start_cluster(args: &Args) -> Result<(LocalCluster, Vec<SocketAddr>), String>
         let mut cmd = Command::new(&server);
         cmd.arg(port.to_string()).arg("--quiet").arg("--data-dir").arg(&dir);
         cmd.arg("--threshold").arg(threshold.to_string());
-        cmd.args(["--nomination-timeout-ms", "100", "--ballot-timeout-ms", "200", "--rebroadcast-ms", "200"]);
+        cmd.args(["--nomination-timeout-ms", "100", "--ballot-timeout-ms", "200"]);
         for (j, p) in ports.iter().enumerate() {
             if j != i {
                 cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
@@ -359,8 +363,10 @@ fn run_clients(args: &Args, targets: &[SocketAddr]) -> Result<(Vec<u64>, u64, Du
     let started = Instant::now();
     let handles: Vec<_> = (0..args.clients)
         .map(|c| {
-            let (counts, target, total, keys) =
-                (Arc::clone(&counts), targets[c % targets.len()], args.requests, args.keys);
+            // Each client talks to one node, and to the others in turn if it stops answering.
+            let mut servers = targets.to_vec();
+            servers.rotate_left(c % targets.len());
+            let (counts, total, keys) = (Arc::clone(&counts), args.requests, args.keys);
             let signed = args.authenticated;
             std::thread::spawn(move || {
                 let mut rng = Rng::new(c as u64 + 1);
@@ -370,12 +376,13 @@ fn run_clients(args: &Args, targets: &[SocketAddr]) -> Result<(Vec<u64>, u64, Du
                 let client = match signed {
                     true => fba::wallet::ClientKey::generate()
                         .ok()
-                        .and_then(|(key, _)| Client::with_key(target, key).ok()),
-                    false => Client::new(target).ok(),
+                        .and_then(|(key, _)| Client::with_servers(servers, Some(key)).ok()),
+                    false => Client::with_servers(servers, None).ok(),
                 };
                 let Some(mut client) = client else { return (latencies, total, Instant::now()) };
                 client.timeout = Duration::from_millis(1000);
-                client.attempts = 30;
+                // A few sends to a node (about 1 s at the longest timeout) before the next.
+                client.attempts = NODE_ATTEMPTS;
                 // Open the session before the clock starts (a failure shows in the first call).
                 let _ = client.register();
                 while counts.issued.fetch_add(1, Ordering::Relaxed) < total {

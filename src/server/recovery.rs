@@ -111,7 +111,8 @@ fn reconcile(
         }
         Ok(_) => set_aside(
             store,
-            "differed from the ledger (as after a power loss: it is written unsynced)",
+            "differed from the ledger (as after a power loss, or a crash between two writes of a large \
+             database: it is written unsynced, and beyond 1,000 wallets at most every 200 ms)",
             notes,
         )?,
         Err(e) => set_aside(store, &e.to_string(), notes)?,

@@ -422,6 +422,9 @@ impl Server {
         let log = Logger::new(config.id.0, config.verbosity, config.log_format)
             .with_metrics(Arc::clone(&shell.metrics));
         let config_id_qset = (config.id, config.quorum_set.clone());
+        // The membership a replayed ledger set is already in `config` (see
+        // [`membership::recovered_config`]): adopted, not to be adopted again.
+        let adopted = recovered.wallet.membership().cloned();
         Ok(Server {
             config,
             node,
@@ -454,7 +457,7 @@ impl Server {
             to_flood: Vec::new(),
             returning: BTreeSet::new(),
             filling_since: None,
-            adopted: None,
+            adopted,
             removed: false,
             db_stale: false,
             db_written: Instant::now(),

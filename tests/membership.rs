@@ -114,6 +114,10 @@ fn a_removed_node_stops_refuses_to_restart_and_the_others_carry_on() {
     cluster.start_node(1);
     assert!(cluster.log(1).contains("membership from the ledger's last reconfiguration: 2 of {"));
     assert_eq!(client(&cluster, 1, &["set", "restarted", "3"]).0, 0, "2 of {{0, 1, 2}} with 2 down");
+    assert!(
+        !cluster.log(1).contains("membership changed"),
+        "adopted at start-up, not again at the next slot"
+    );
     cluster.start_node(2);
     let expected = cluster.db(1);
     cluster.wait_dbs(&[0, 1, 2], &expected);

@@ -892,14 +892,10 @@ fn spare_notes(file: &KeyFile, peers: &BTreeMap<NodeId, SocketAddr>) -> Vec<Stri
 fn check_intersection(me: NodeId, qset: &QuorumSet, file: Option<&Path>) -> Result<(), ConfigError> {
     let file = file.map(Path::to_path_buf);
     if qset.inner_sets.is_empty() {
-        let (t, n) = (qset.threshold as usize, qset.validators.len());
-        if 2 * t > n {
-            return Ok(());
-        }
-        let sorted: BTreeSet<NodeId> = qset.validators.iter().copied().collect();
-        let a = sorted.iter().take(t).copied().collect();
-        let b = sorted.iter().skip(t).take(t).copied().collect();
-        return Err(ConfigError::UnsafeQuorum(QuorumSplit { flat: Some((qset.threshold, n)), file, a, b }));
+        let nodes: BTreeSet<NodeId> = qset.validators.iter().copied().collect();
+        let Some((a, b)) = crate::quorum::flat_split(qset.threshold, &nodes) else { return Ok(()) };
+        let flat = Some((qset.threshold, qset.validators.len()));
+        return Err(ConfigError::UnsafeQuorum(QuorumSplit { flat, file, a, b }));
     }
     match intersection::check(&intersection::symmetric(me, qset)) {
         Intersection::Holds { .. } => Ok(()),

@@ -236,6 +236,19 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
     a.max(1)
 }
 
+/// Two disjoint quorums of `nodes` all using the flat quorum set `threshold` of `nodes`,
+/// if there are any: any `threshold` of them is a quorum, so two can be disjoint exactly
+/// when 2·threshold ≤ n. The first `threshold` nodes in order and the next `threshold`.
+pub fn flat_split(threshold: u32, nodes: &BTreeSet<NodeId>) -> Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)> {
+    let t = threshold as usize;
+    if 2 * t > nodes.len() {
+        return None;
+    }
+    let a = nodes.iter().take(t).copied().collect();
+    let b = nodes.iter().skip(t).take(t).copied().collect();
+    Some((a, b))
+}
+
 /// Is there a quorum inside `members` that satisfies `local`?
 ///
 /// `members` maps each candidate node to its own quorum set (taken from its latest

@@ -161,13 +161,13 @@ impl Membership {
         if t == 0 || t > n {
             return Err(MembershipProblem::Threshold { threshold: self.threshold, members: n });
         }
-        let mut sorted = self.clone();
-        sorted.members.sort();
-        if 2 * t <= n {
-            let ids: Vec<u64> = sorted.members.iter().map(|m| m.id).collect();
-            let (a, b) = (ids[..t].to_vec(), ids[n - t..].to_vec());
+        let nodes = self.members.iter().map(|m| NodeId(m.id)).collect();
+        if let Some((a, b)) = crate::quorum::flat_split(self.threshold, &nodes) {
+            let (a, b) = (a.iter().map(|id| id.0).collect(), b.iter().map(|id| id.0).collect());
             return Err(MembershipProblem::Disjoint { threshold: self.threshold, a, b, members: n });
         }
+        let mut sorted = self.clone();
+        sorted.members.sort();
         Ok(sorted)
     }
 

@@ -81,6 +81,14 @@ pub fn ms(n: u64) -> Duration {
 }
 
 /// A uniformly random duration in `lo..=hi` milliseconds.
+/// Does `st` survive a power loss in the model? The server syncs every ballot statement
+/// that binds it (PREPARE, CONFIRM) before sending it, and an EXTERNALIZE only repeats
+/// the decision its synced ledger holds (`fba::journal`); a NOMINATE is written without a
+/// sync and may be lost.
+fn synced(st: &Statement) -> bool {
+    st.pledges.is_ballot()
+}
+
 fn between(rng: &mut Rng, lo: u64, hi: u64) -> Duration {
     ms(lo + rng.below(hi - lo + 1))
 }
@@ -558,6 +566,12 @@ pub struct Scenario {
     /// ([`fba::scp::Node::set_unresponsive`]), as the server's silence detection tells
     /// them a few seconds in: such a node is then never chosen as a nomination leader.
     pub silent_known: bool,
+    /// Every restart follows a **power loss**, not a killed process: the node gets back
+    /// only what the server syncs before sending (its ballot statements, see
+    /// `fba::journal`) and forgets its NOMINATE statements, which the server writes
+    /// without a sync. It may then nominate differently in an undecided slot, and its
+    /// peers ignore its new nominations as stale until they cover the lost ones.
+    pub power_loss: bool,
 }
 
 impl Scenario {
@@ -576,6 +590,7 @@ impl Scenario {
             catch_up: false,
             befouled: false,
             silent_known: false,
+            power_loss: false,
         }
     }
 
@@ -723,6 +738,12 @@ impl Scenario {
     /// Declares that the Byzantine nodes exceed the fault bound (see [`Scenario::befouled`]).
     pub fn beyond_fault_bound(mut self) -> Scenario {
         self.befouled = true;
+        self
+    }
+
+    /// Makes every restart follow a power loss (see [`Scenario::power_loss`]).
+    pub fn power_loss(mut self, on: bool) -> Scenario {
+        self.power_loss = on;
         self
     }
 
@@ -1521,6 +1542,7 @@ impl Sim {
             .range((id, oldest, false)..(NodeId(id.0 + 1), 0, false))
             .map(|(_, st)| st)
             .filter(|st| st.slot >= next || matches!(st.pledges, Pledges::Externalize { .. }))
+            .filter(|st| !self.scenario.power_loss || synced(st))
             .cloned()
             .collect();
         for statement in saved {
@@ -1701,10 +1723,16 @@ impl Sim {
 
     /// An honest node's statements about a slot only move forward (equal, when sent
     /// again, or newer), also across a restart; then the journal keeps the new one.
+    /// After a power loss ([`Scenario::power_loss`]) only going back on a synced statement
+    /// (an accepted commit) is a failure.
     fn check_progress(&mut self, id: NodeId, statement: &Statement) {
         let key = (id, statement.slot, statement.pledges.is_ballot());
         if let Some(old) = self.journal.get(&key) {
-            if old.pledges != statement.pledges && !statement.pledges.is_newer_than(&old.pledges) {
+            let forgettable = self.scenario.power_loss && !synced(old);
+            if old.pledges != statement.pledges
+                && !statement.pledges.is_newer_than(&old.pledges)
+                && !forgettable
+            {
                 let detail = format!("{id} went back on its word: {old:?}, then {statement:?}");
                 self.fail(Property::Interface, detail);
             }

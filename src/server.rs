@@ -51,7 +51,7 @@ use crate::scp::{
 };
 use crate::store::{Store, StoreError};
 use crate::timer::{self, TimerCommand};
-use crate::wallet::{self, Batch, Key, Op, Outcome, Reply, Request, Wallet};
+use crate::wallet::{self, Batch, Key, Op, Outcome, Reply, Request, Wallet, MAX_REQUEST_BYTES};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -865,6 +865,14 @@ impl Server {
             self.send(from, &net::encode(&error));
             return;
         }
+        if let Some(bytes) = oversized(&request) {
+            self.log.dropped("too large", from, format_args!("request of {bytes} bytes"));
+            let error = format!(
+                "request too large: {bytes} bytes encoded, at most {MAX_REQUEST_BYTES} (about 60 operations in a many request)"
+            );
+            self.send(from, &net::encode(&Message::Error { node: self.config.id, error }));
+            return;
+        }
         let id = request.id();
         let admission = self.wallet.pool_admission(&request);
         if let Some(reply) = admission.reply() {
@@ -1318,6 +1326,17 @@ fn returning_clients(batch: &Batch) -> BTreeSet<u64> {
     batch.requests().iter().filter(|r| !matches!(r.op, Op::Register { .. })).map(|r| r.client).collect()
 }
 
+/// The encoded size of a request over [`MAX_REQUEST_BYTES`], which no batch could
+/// carry fairly; `None` if it fits. Only a `many` request can be that large (a
+/// reconfiguration is bounded by [`wallet::membership::MAX_MEMBERS`]).
+fn oversized(request: &Request) -> Option<usize> {
+    if !matches!(request.op, Op::Many { .. }) {
+        return None;
+    }
+    let bytes = serde_json::to_vec(request).map_or(usize::MAX, |b| b.len());
+    (bytes > MAX_REQUEST_BYTES).then_some(bytes)
+}
+
 fn describe_op(op: &Op) -> String {
     op.to_string()
 }
@@ -1327,6 +1346,7 @@ fn written_keys(op: &Op) -> Vec<&Key> {
     match op {
         Op::Set { key, .. } | Op::Deposit { key, .. } | Op::Withdraw { key, .. } => vec![key],
         Op::Transfer { from, to, .. } => vec![from, to],
+        Op::Many { ops } => ops.as_slice().iter().flat_map(written_keys).collect(),
         Op::Get { .. } | Op::Register { .. } | Op::Reconfigure(_) => Vec::new(),
     }
 }

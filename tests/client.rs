@@ -193,6 +193,57 @@ fn exit_codes_and_json_replies_one_object_each() {
     );
 }
 
+/// `--many`: several operations in one request, applied in order in one slot on every
+/// node, each with its own result; a list over the size limit is refused by the node with
+/// nothing applied, and a malformed list is refused before anything is sent.
+#[test]
+fn many_operations_in_one_request_apply_in_order_each_with_its_result() {
+    let cluster = Cluster::start(4, 3, &[]);
+    let home = cluster.dir.path().join("home");
+    let out = cluster
+        .client_in(1, &home)
+        .args(["--json", "--many", "set foo 10, withdraw foo 25, deposit foo 5, transfer foo bar 3, get bar"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "one operation was refused: {}", stderr(&out));
+    let reply = &json_lines(&out)[0];
+    let statuses: Vec<&str> = reply["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .map(|o| o["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(statuses, ["ok", "insufficient_funds", "ok", "no_such_wallet", "no_such_wallet"], "{reply}");
+    assert_eq!(reply["outcomes"][2]["balance"], "$15", "applied in order");
+    let out = cluster
+        .client_in(2, &home)
+        .args(["--many", "deposit bar 1, transfer foo bar 3"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2 results: OK bar=$1; OK foo=$12 bar=$4"), "{}", stdout(&out));
+    cluster.wait_dbs(&[0, 1, 2, 3], r#"{"foo": "$12", "bar": "$4"}"#);
+    // Too large for a slot's fair share: refused, nothing applied.
+    let big = vec!["deposit some-rather-long-wallet-name 1"; 100].join(", ");
+    cluster
+        .client_in(0, &home)
+        .args(["--many", &big])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("request too large"));
+    // Not a list of wallet operations: refused before anything is sent.
+    cluster
+        .client_in(0, &home)
+        .args(["--many", "reconfigure 3 1@127.0.0.1:1, get foo"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid many operation"));
+    let out =
+        cluster.client_in(3, &home).args(["get", "some-rather-long-wallet-name"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1), "the refused list applied nothing: {}", stdout(&out));
+    cluster.wait_dbs(&[0, 1, 2, 3], r#"{"foo": "$12", "bar": "$4"}"#);
+}
+
 fn support_assignment() -> Vec<&'static str> {
     vec!["foo:$10", "bar:$30", "foo:$20", "bar:$20", "foo:$30", "bar:$10"]
 }

@@ -16,7 +16,7 @@
 use clap::Parser;
 use fba::client::{status, Client};
 use fba::rng::Rng;
-use fba::wallet::{Amount, Key, Op};
+use fba::wallet::{Amount, Key, Op, Ops};
 use serde::Serialize;
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
@@ -32,6 +32,9 @@ const STALL: Duration = Duration::from_secs(10);
 /// with the round-trip timeout doubling from a few round trips, a paused or dead node is
 /// left within a few hundred milliseconds.
 const NODE_ATTEMPTS: u32 = 3;
+/// Largest `--batch`: a `many` request of this many operations stays within
+/// [`fba::wallet::MAX_REQUEST_BYTES`] (3 KiB) with keys of up to a million (`--keys`).
+const MAX_BATCH: usize = 50;
 /// How often the progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// How often the progress watcher looks at the counts.
@@ -56,6 +59,10 @@ struct Args {
     /// Requests in all.
     #[arg(long, default_value_t = 20_000)]
     requests: u64,
+    /// Operations per request: above 1, each request is one `many` request of this many
+    /// operations (applied in order in one slot, each with its own result); at most 50.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Distinct wallet keys.
     #[arg(long, default_value_t = 100)]
     keys: u64,
@@ -101,6 +108,10 @@ struct Report {
     failed: u64,
     seconds: f64,
     requests_per_second: f64,
+    /// Operations per request (`--batch`).
+    batch: usize,
+    /// Operations applied per second: requests per second times `batch`.
+    operations_per_second: f64,
     latency: Latency,
     floor: Floor,
     p50_over_udp_round_trip: f64,
@@ -293,6 +304,12 @@ fn random_op(rng: &mut Rng, keys: u64) -> Op {
     }
 }
 
+/// A `many` request of `n` random operations.
+fn many_op(rng: &mut Rng, keys: u64, n: usize) -> Op {
+    let ops: Vec<Op> = (0..n).map(|_| random_op(rng, keys)).collect();
+    Op::Many { ops: Ops::try_from(ops).expect("--batch is checked to be 1 to MAX_BATCH") }
+}
+
 /// The targets that answer a status request (asked in parallel); an error naming them
 /// all if none does.
 fn preflight(targets: &[SocketAddr]) -> Result<Vec<SocketAddr>, String> {
@@ -366,7 +383,7 @@ fn run_clients(args: &Args, targets: &[SocketAddr]) -> Result<(Vec<u64>, u64, Du
             // Each client talks to one node, and to the others in turn if it stops answering.
             let mut servers = targets.to_vec();
             servers.rotate_left(c % targets.len());
-            let (counts, total, keys) = (Arc::clone(&counts), args.requests, args.keys);
+            let (counts, total, keys, batch) = (Arc::clone(&counts), args.requests, args.keys, args.batch);
             let signed = args.authenticated;
             std::thread::spawn(move || {
                 let mut rng = Rng::new(c as u64 + 1);
@@ -386,7 +403,10 @@ fn run_clients(args: &Args, targets: &[SocketAddr]) -> Result<(Vec<u64>, u64, Du
                 // Open the session before the clock starts (a failure shows in the first call).
                 let _ = client.register();
                 while counts.issued.fetch_add(1, Ordering::Relaxed) < total {
-                    let op = random_op(&mut rng, keys);
+                    let op = match batch {
+                        1 => random_op(&mut rng, keys),
+                        n => many_op(&mut rng, keys, n),
+                    };
                     let start = Instant::now();
                     match client.call(op) {
                         Ok(_) => {
@@ -419,6 +439,10 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.clients == 0 || args.nodes == 0 || args.down >= args.nodes {
         eprintln!("fba_bench: need at least one client and one running node");
+        return ExitCode::FAILURE;
+    }
+    if !(1..=MAX_BATCH).contains(&args.batch) {
+        eprintln!("fba_bench: --batch must be 1 to {MAX_BATCH} (a request carries at most 3 KiB)");
         return ExitCode::FAILURE;
     }
     let (_cluster, targets, floor_dir) = if args.targets.is_empty() {
@@ -472,6 +496,8 @@ fn main() -> ExitCode {
         failed,
         seconds: elapsed.as_secs_f64(),
         requests_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        batch: args.batch,
+        operations_per_second: (latencies.len() * args.batch) as f64 / elapsed.as_secs_f64(),
         latency: Latency {
             p50_us: p50,
             p95_us: percentile(&latencies, 0.95),
@@ -498,6 +524,12 @@ fn main() -> ExitCode {
             report.requests_per_second,
             failed
         );
+        if report.batch > 1 {
+            println!(
+                "batches of {} operations: {:.0} operations/s",
+                report.batch, report.operations_per_second
+            );
+        }
         let l = &report.latency;
         println!(
             "latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",

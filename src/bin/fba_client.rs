@@ -28,7 +28,7 @@ use fba::client::keyfile;
 use fba::client::state::{ClientState, Pending, StateFile};
 use fba::client::{self as lib, reconfigure, status, Client, ClientError, Progress, ASSIGNMENT_REQUESTS};
 use fba::quorum::NodeId;
-use fba::wallet::{parse_text, ClientKey, Op, Outcome, Reply, Request, TEXT_CLIENT_BIT};
+use fba::wallet::{parse_text, ClientKey, Op, Ops, Outcome, Reply, Request, TEXT_CLIENT_BIT};
 use serde_json::{json, Map, Value};
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -119,6 +119,10 @@ struct Args {
     /// Use this client id instead of the state file's (scripts keeping their own state).
     #[arg(long, value_name = "N", conflicts_with = "key")]
     client_id: Option<u64>,
+    /// Send the commands as one `many` request: applied in order in one slot, each with its
+    /// own result (on the command line, separate them with commas).
+    #[arg(long)]
+    many: bool,
     /// Use this session instead of registering one (with --seq, and --client-id or --key).
     #[arg(long, value_name = "N", requires = "seq")]
     session: Option<u64>,
@@ -644,6 +648,9 @@ fn progress_printer() -> impl FnMut(Progress) + Send + 'static {
 /// The commands to send, each with its operation.
 fn commands(args: &Args) -> Result<Vec<(String, Op)>, String> {
     let lines = command_lines(args)?;
+    if args.many {
+        return many(&lines).map(|one| vec![one]);
+    }
     lines
         .into_iter()
         .map(|line| match parse_text(&line) {
@@ -651,6 +658,20 @@ fn commands(args: &Args) -> Result<Vec<(String, Op)>, String> {
             Err(e) => Err(format!("bad command {line:?}: {e}")),
         })
         .collect()
+}
+
+/// `--many`: the commands (comma-separated within a line) as one [`Op::Many`].
+fn many(lines: &[String]) -> Result<(String, Op), String> {
+    let items: Vec<&str> =
+        lines.iter().flat_map(|l| l.split(',')).map(str::trim).filter(|c| !c.is_empty()).collect();
+    let ops = items
+        .iter()
+        .map(|item| parse_text(item).map_err(|e| format!("bad command {item:?}: {e}")))
+        .collect::<Result<Vec<Op>, String>>()?;
+    let ops = Ops::try_from(ops).map_err(|e| e.to_string())?;
+    let all = items.join(", ");
+    let label = if all.chars().count() <= 80 { all } else { format!("{} operations", items.len()) };
+    Ok((label, Op::Many { ops }))
 }
 
 /// The command lines: from `--file`, the command line, or the assignment's six.

@@ -47,6 +47,12 @@ pub enum WalletError {
         /// The repeated name.
         key: String,
     },
+    /// A `many` operation that is empty, longer than [`super::MAX_MANY_OPS`], or holds
+    /// something other than set, deposit, withdraw, get and transfer.
+    InvalidMany {
+        /// What is wrong.
+        problem: &'static str,
+    },
 }
 
 /// Why text is not an [`Amount`].
@@ -118,6 +124,7 @@ impl fmt::Display for WalletError {
             WalletError::Decode { reason } => write!(f, "undecodable batch: {reason}"),
             WalletError::InvalidBatch { problem } => write!(f, "invalid batch: {problem}"),
             WalletError::DuplicateKey { key } => write!(f, "wallet {key:?} appears twice"),
+            WalletError::InvalidMany { problem } => write!(f, "invalid many operation: {problem}"),
         }
     }
 }

@@ -136,7 +136,7 @@ mod testing;
 pub use amount::{Amount, Key};
 pub use batch::{Batch, BatchSignatureError};
 pub use error::{AmountProblem, BatchProblem, KeyProblem, WalletError};
-pub use op::{parse_text, parse_text_list, Op};
+pub use op::{parse_text, parse_text_list, Op, Ops};
 pub use request::{is_text_client, Outcome, Reply, Request, RequestAuth};
 pub use signing::{ClientKey, EncodingError, KeyError, PublicKey, Signature, SignatureError};
 pub use state::{Admission, Wallet};
@@ -168,6 +168,15 @@ pub const DEFAULT_SESSION_LIMIT: usize = 65_536;
 /// How far beyond its session's last applied `seq` a request's `seq` may be
 /// ([`Outcome::BadSeq`] beyond that).
 pub const MAX_SEQ_GAP: u64 = 1_000;
+
+/// Most operations one `many` request ([`Op::Many`]) may carry. Its size is bounded too:
+/// a request must fit in a quarter of a slot's batch ([`MAX_REQUEST_BYTES`]).
+pub const MAX_MANY_OPS: usize = 256;
+
+/// Largest encoded request a node takes from a client: a quarter of a slot's batch, the
+/// share a peer's requests get in a four-node cluster's proposals, so that any node can
+/// propose it (about 60 operations of a `many` request).
+pub const MAX_REQUEST_BYTES: usize = MAX_BATCH_BYTES / 4;
 
 /// The bit set in the client ids of plain-text clients (which have no sessions); ids
 /// derived from keys ([`PublicKey::client_id`]) and drawn by JSON clients keep it clear.

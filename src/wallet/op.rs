@@ -65,12 +65,70 @@ pub enum Op {
     /// Replace the cluster's membership with this configuration from the next slot on
     /// (see [`super::membership`]); refused as a whole if unsafe or malformed.
     Reconfigure(Membership),
+    /// Several operations in one request, applied in order in the same slot, each with its
+    /// own outcome ([`super::Outcome::Many`]); one sequence number, so exactly-once holds
+    /// for the whole list. JSON: `{"type":"many","ops":[{"type":"deposit",…},…]}`.
+    Many {
+        /// The operations: set, deposit, withdraw, get and transfer only.
+        ops: Ops,
+    },
+}
+
+/// The operations of an [`Op::Many`]: 1 to [`super::MAX_MANY_OPS`] of them, each a set,
+/// deposit, withdraw, get or transfer (no register, reconfiguration or nested list). The
+/// field is private so that these rules always hold, also for decoded requests.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Op>", into = "Vec<Op>")]
+pub struct Ops(Vec<Op>);
+
+impl Ops {
+    /// The operations, in the order they are applied.
+    pub fn as_slice(&self) -> &[Op] {
+        &self.0
+    }
+}
+
+impl TryFrom<Vec<Op>> for Ops {
+    type Error = WalletError;
+
+    fn try_from(ops: Vec<Op>) -> Result<Ops, WalletError> {
+        let problem = if ops.is_empty() {
+            "no operations"
+        } else if ops.len() > super::MAX_MANY_OPS {
+            "too many operations"
+        } else if !ops.iter().all(Op::is_plain) {
+            "only set, deposit, withdraw, get and transfer may be listed"
+        } else {
+            return Ok(Ops(ops));
+        };
+        Err(WalletError::InvalidMany { problem })
+    }
+}
+
+impl From<Ops> for Vec<Op> {
+    fn from(ops: Ops) -> Vec<Op> {
+        ops.0
+    }
 }
 
 impl Op {
-    /// Whether the operation may change a balance (set, deposit, withdraw, transfer).
+    /// A set, deposit, withdraw, get or transfer: an operation on wallets alone, which a
+    /// [`Op::Many`] may list.
+    pub fn is_plain(&self) -> bool {
+        matches!(
+            self,
+            Op::Set { .. } | Op::Deposit { .. } | Op::Withdraw { .. } | Op::Get { .. } | Op::Transfer { .. }
+        )
+    }
+
+    /// Whether the operation may change a balance (set, deposit, withdraw, transfer, or a
+    /// list holding one).
     pub fn is_write(&self) -> bool {
-        matches!(self, Op::Set { .. } | Op::Deposit { .. } | Op::Withdraw { .. } | Op::Transfer { .. })
+        match self {
+            Op::Set { .. } | Op::Deposit { .. } | Op::Withdraw { .. } | Op::Transfer { .. } => true,
+            Op::Many { ops } => ops.as_slice().iter().any(Op::is_write),
+            Op::Get { .. } | Op::Register { .. } | Op::Reconfigure(_) => false,
+        }
     }
 }
 
@@ -86,6 +144,10 @@ impl fmt::Display for Op {
             Op::Transfer { from, to, amount } => write!(f, "transfer {from} {to} {amount}"),
             Op::Register { nonce } => write!(f, "register {nonce}"),
             Op::Reconfigure(membership) => write!(f, "reconfigure {membership}"),
+            Op::Many { ops } => {
+                let list: Vec<String> = ops.as_slice().iter().map(Op::to_string).collect();
+                write!(f, "many [{}]", list.join(", "))
+            }
         }
     }
 }

@@ -267,18 +267,25 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// The outcomes of a `many` request's operations ([`super::Op::Many`]), in order.
+    Many {
+        /// One outcome per operation.
+        outcomes: Vec<Outcome>,
+    },
 }
 
 impl Outcome {
-    /// Whether the request succeeded (`ok`, `transferred` or `registered`).
+    /// Whether the request succeeded (`ok`, `transferred`, `registered`, `reconfigured`,
+    /// or `many` with every operation succeeding).
     pub fn is_ok(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Outcome::Ok { .. }
-                | Outcome::Transferred { .. }
-                | Outcome::Registered { .. }
-                | Outcome::Reconfigured { .. }
-        )
+            | Outcome::Transferred { .. }
+            | Outcome::Registered { .. }
+            | Outcome::Reconfigured { .. } => true,
+            Outcome::Many { outcomes } => outcomes.iter().all(Outcome::is_ok),
+            _ => false,
+        }
     }
 
     /// The session a register opened, if this is [`Outcome::Registered`].
@@ -332,6 +339,10 @@ impl fmt::Display for Outcome {
                 write!(f, "OK reconfigured: {threshold} of {{{}}} from the next slot", ids.join(", "))
             }
             Outcome::ConfigurationRefused { reason } => write!(f, "ERROR configuration refused: {reason}"),
+            Outcome::Many { outcomes } => {
+                let list: Vec<String> = outcomes.iter().map(Outcome::to_string).collect();
+                write!(f, "{} results: {}", outcomes.len(), list.join("; "))
+            }
         }
     }
 }

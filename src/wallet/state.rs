@@ -233,16 +233,28 @@ impl Wallet {
         let signer = request.signer();
         let outcome = match &request.op {
             Op::Register { nonce } => return self.open_session(request, *nonce, tick),
+            op => self.execute(op, signer),
+        };
+        let reply = Reply::to(request, outcome);
+        self.sessions.record(session_key(request), request.seq, reply.clone(), tick);
+        reply
+    }
+
+    /// Executes an operation other than a register (which opens a session instead); a
+    /// `many` runs its operations in order.
+    fn execute(&mut self, op: &Op, signer: Option<u64>) -> Outcome {
+        match op {
             Op::Set { key, amount } => self.set(key, *amount, signer),
             Op::Deposit { key, amount } => self.deposit(key, *amount, signer),
             Op::Withdraw { key, amount } => self.withdraw(key, *amount, signer),
             Op::Transfer { from, to, amount } => self.transfer(from, to, *amount, signer),
             Op::Get { key } => self.read(key),
             Op::Reconfigure(membership) => self.reconfigure(membership, signer),
-        };
-        let reply = Reply::to(request, outcome);
-        self.sessions.record(session_key(request), request.seq, reply.clone(), tick);
-        reply
+            Op::Many { ops } => {
+                Outcome::Many { outcomes: ops.as_slice().iter().map(|op| self.execute(op, signer)).collect() }
+            }
+            Op::Register { .. } => unreachable!("a register opens a session; Ops never lists one"),
+        }
     }
 
     /// Opens session `session` (the register's own tick, so ids only grow).
@@ -411,6 +423,51 @@ mod tests {
 
     fn total(wallet: &Wallet) -> u64 {
         wallet.entries().map(|(_, a)| a.cents()).sum()
+    }
+
+    /// A `many` request applies its operations in order, each with its outcome (a refused
+    /// one changes nothing and the next still runs), once: a resend gets the same list.
+    #[test]
+    fn a_many_request_applies_its_operations_in_order_once() {
+        let mut wallet = Wallet::new();
+        let session = wallet.register(5, 1);
+        let ops = parse_text_list("set a 10, withdraw a 25, deposit a 5, transfer a b 1, get a").unwrap();
+        let many = Op::Many { ops: crate::wallet::Ops::try_from(ops).expect("plain operations") };
+        let request = Request::new(5, 1, many).with_session(session);
+        let reply = wallet.apply(&request);
+        let Outcome::Many { outcomes } = &reply.outcome else { panic!("{reply:?}") };
+        let statuses: Vec<String> = outcomes.iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            statuses,
+            [
+                "OK a=$10",
+                "ERROR insufficient funds: a has $10, cannot withdraw $25",
+                "OK a=$15",
+                "ERROR no such wallet: b",
+                "OK a=$15"
+            ]
+        );
+        assert!(!reply.outcome.is_ok(), "not every operation succeeded");
+        assert_eq!(entries(&wallet), [("a".to_owned(), "$15".to_owned())]);
+        assert_eq!(wallet.apply(&request), reply, "a resend is answered from the session");
+        assert_eq!(entries(&wallet), [("a".to_owned(), "$15".to_owned())], "and applied once");
+    }
+
+    /// A `many` list is 1 to MAX_MANY_OPS plain operations, also when decoded.
+    #[test]
+    fn a_many_request_lists_only_plain_operations() {
+        use crate::wallet::{Ops, WalletError, MAX_MANY_OPS};
+        let get = parse_text_list("get a").unwrap().remove(0);
+        assert!(Ops::try_from(vec![get.clone(); MAX_MANY_OPS]).is_ok());
+        for bad in [vec![], vec![get.clone(); MAX_MANY_OPS + 1], vec![get.clone(), Op::Register { nonce: 1 }]]
+        {
+            assert!(matches!(Ops::try_from(bad), Err(WalletError::InvalidMany { .. })));
+        }
+        let nested = r#"{"type":"many","ops":[{"type":"many","ops":[{"type":"get","key":"a"}]}]}"#;
+        assert!(serde_json::from_str::<Op>(nested).is_err(), "no nested lists");
+        let one = r#"{"type":"many","ops":[{"type":"get","key":"a"}]}"#;
+        let op: Op = serde_json::from_str(one).expect("a list of one");
+        assert_eq!(serde_json::to_string(&op).expect("encodes"), one, "one encoding");
     }
 
     #[test]

@@ -436,7 +436,7 @@ fn rewrites(real: &Request, mallory: &ClientKey) -> Vec<Request> {
             key.clone()
         }
         Op::Transfer { from, .. } => from.clone(),
-        Op::Register { .. } | Op::Reconfigure(_) => Key::new("victim").expect("a key"),
+        Op::Register { .. } | Op::Reconfigure(_) | Op::Many { .. } => Key::new("victim").expect("a key"),
     };
     let zero = Op::Set { key: victim, amount: Amount::from_cents(0).expect("an amount") };
     let with = |seq: u64, op: &Op| Request { seq, op: op.clone(), ..real.clone() };

@@ -130,6 +130,7 @@ mod request;
 mod session;
 mod signing;
 mod state;
+pub mod table;
 #[cfg(test)]
 mod testing;
 

@@ -3,20 +3,12 @@
 use super::error::quote;
 use super::membership::Membership;
 use super::session::{Session, SessionKey, Sessions};
+use super::table::{Row, Table};
 use super::{
     is_text_client, Amount, Batch, Key, Op, Outcome, Reply, Request, WalletError, DEFAULT_SESSION_LIMIT,
     MAX_SEQ_GAP,
 };
-use std::collections::{BTreeSet, HashMap};
-
-/// One wallet: its name, balance and owner.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Entry {
-    key: Key,
-    balance: Amount,
-    /// The client id of the key that created it; `None` if created unsigned.
-    owner: Option<u64>,
-}
+use std::collections::BTreeSet;
 
 /// What applying a request would do, decided without applying it (see
 /// [`Wallet::admission`]).
@@ -51,10 +43,8 @@ impl Admission {
 /// session table (see the [module docs](crate::wallet#exactly-once-sessions)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wallet {
-    /// Wallets, in the order they were first created.
-    entries: Vec<Entry>,
-    /// Position of each wallet in `entries`.
-    index: HashMap<Key, usize>,
+    /// Wallets, in the order they were first created, found by name.
+    table: Table,
     /// Registered sessions and plain-text clients.
     sessions: Sessions,
     /// How many requests have been applied (cached replays and refusals excluded).
@@ -83,8 +73,7 @@ impl Wallet {
     /// must use the same limit, for as long as its ledger lives.
     pub fn with_session_limit(limit: usize) -> Wallet {
         Wallet {
-            entries: Vec::new(),
-            index: HashMap::new(),
+            table: Table::new(),
             sessions: Sessions::new(limit),
             applied: 0,
             membership: None,
@@ -97,7 +86,7 @@ impl Wallet {
     pub fn from_entries(entries: impl IntoIterator<Item = (Key, Amount)>) -> Result<Wallet, WalletError> {
         let mut wallet = Wallet::new();
         for (key, amount) in entries {
-            if wallet.index.contains_key(&key) {
+            if wallet.table.find(key.as_str()).is_some() {
                 return Err(WalletError::DuplicateKey { key: quote(key.as_str()) });
             }
             wallet.create(&key, amount, None);
@@ -107,27 +96,27 @@ impl Wallet {
 
     /// The balance of `key`, if the wallet exists.
     pub fn get(&self, key: &str) -> Option<Amount> {
-        self.index.get(key).map(|&i| self.entries[i].balance)
+        self.table.find(key).map(|i| self.table.row(i).balance)
     }
 
     /// The client id owning `key`, if the wallet exists and is owned.
     pub fn owner(&self, key: &str) -> Option<u64> {
-        self.index.get(key).and_then(|&i| self.entries[i].owner)
+        self.table.find(key).and_then(|i| self.table.row(i).owner)
     }
 
     /// All wallets and balances, in first-insertion order (the database file's content).
     pub fn entries(&self) -> impl Iterator<Item = (&Key, Amount)> + '_ {
-        self.entries.iter().map(|entry| (&entry.key, entry.balance))
+        self.table.iter().map(|row| (&row.key, row.balance))
     }
 
     /// How many wallets exist.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.table.len()
     }
 
     /// Whether no wallet exists.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.table.is_empty()
     }
 
     /// How many requests have been applied (cached replays and refusals not counted).
@@ -269,7 +258,7 @@ impl Wallet {
         match self.find(key) {
             None => self.create(key, amount, signer),
             Some(i) if !self.may_debit(i, signer) => return Outcome::NotOwner { key: key.clone() },
-            Some(i) => self.entries[i].balance = amount,
+            Some(i) => self.table.row_mut(i).balance = amount,
         }
         Outcome::Ok { key: key.clone(), balance: amount }
     }
@@ -279,10 +268,10 @@ impl Wallet {
             self.create(key, amount, signer);
             return Outcome::Ok { key: key.clone(), balance: amount };
         };
-        let balance = self.entries[i].balance;
+        let balance = self.table.row(i).balance;
         match balance.checked_add(amount) {
             Some(sum) => {
-                self.entries[i].balance = sum;
+                self.table.row_mut(i).balance = sum;
                 Outcome::Ok { key: key.clone(), balance: sum }
             }
             None => Outcome::Overflow { key: key.clone(), balance, amount },
@@ -296,10 +285,10 @@ impl Wallet {
         if !self.may_debit(i, signer) {
             return Outcome::NotOwner { key: key.clone() };
         }
-        let balance = self.entries[i].balance;
+        let balance = self.table.row(i).balance;
         match balance.checked_sub(amount) {
             Some(rest) => {
-                self.entries[i].balance = rest;
+                self.table.row_mut(i).balance = rest;
                 Outcome::Ok { key: key.clone(), balance: rest }
             }
             None => Outcome::InsufficientFunds { key: key.clone(), balance, amount },
@@ -316,15 +305,15 @@ impl Wallet {
             return Outcome::NotOwner { key: from.clone() };
         }
         let Some(t) = self.find(to) else { return Outcome::NoSuchWallet { key: to.clone() } };
-        let (from_balance, to_balance) = (self.entries[f].balance, self.entries[t].balance);
+        let (from_balance, to_balance) = (self.table.row(f).balance, self.table.row(t).balance);
         let Some(rest) = from_balance.checked_sub(amount) else {
             return Outcome::InsufficientFunds { key: from.clone(), balance: from_balance, amount };
         };
         let Some(sum) = to_balance.checked_add(amount) else {
             return Outcome::Overflow { key: to.clone(), balance: to_balance, amount };
         };
-        self.entries[f].balance = rest;
-        self.entries[t].balance = sum;
+        self.table.row_mut(f).balance = rest;
+        self.table.row_mut(t).balance = sum;
         Outcome::Transferred { from: from.clone(), from_balance: rest, to: to.clone(), to_balance: sum }
     }
 
@@ -357,20 +346,19 @@ impl Wallet {
         }
     }
 
-    /// The position of `key` in `entries`.
+    /// The row of `key` in the table.
     fn find(&self, key: &Key) -> Option<usize> {
-        self.index.get(key).copied()
+        self.table.find(key.as_str())
     }
 
     /// Whether `signer` may set or debit wallet `i`: it is unowned, or `signer` owns it.
     fn may_debit(&self, i: usize, signer: Option<u64>) -> bool {
-        self.entries[i].owner.is_none_or(|owner| signer == Some(owner))
+        self.table.row(i).owner.is_none_or(|owner| signer == Some(owner))
     }
 
     /// Appends a new wallet.
     fn create(&mut self, key: &Key, balance: Amount, owner: Option<u64>) {
-        self.index.insert(key.clone(), self.entries.len());
-        self.entries.push(Entry { key: key.clone(), balance, owner });
+        self.table.push(Row { key: key.clone(), balance, owner });
     }
 }
 

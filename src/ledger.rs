@@ -348,6 +348,14 @@ fn parse_digest(text: &[u8]) -> Option<Digest> {
 /// entry whose hash is `prev`, in this order: complete, well-formed, right slot, hash
 /// verifies, batch decodes.
 fn check_line(line: &[u8], slot: u64, prev: &Digest) -> Result<Entry, EntryProblem> {
+    let (hash, batch_bytes) = check_chain(line, slot, prev)?;
+    let batch = Batch::decode(batch_bytes).map_err(EntryProblem::BadBatch)?;
+    Ok(Entry { slot, batch, hash })
+}
+
+/// [`check_line`] without decoding the batch: complete, well-formed, right slot, hash
+/// verifies. Returns the hash and the batch's bytes.
+fn check_chain<'a>(line: &'a [u8], slot: u64, prev: &Digest) -> Result<(Digest, &'a [u8]), EntryProblem> {
     let body = line.strip_suffix(b"\n").ok_or(EntryProblem::Incomplete)?;
     let fields = parse_line(body)?;
     if fields.slot != slot {
@@ -357,8 +365,7 @@ fn check_line(line: &[u8], slot: u64, prev: &Digest) -> Result<Entry, EntryProbl
     if computed != fields.hash {
         return Err(EntryProblem::HashMismatch { stored: fields.hash, computed });
     }
-    let batch = Batch::decode(fields.batch).map_err(EntryProblem::BadBatch)?;
-    Ok(Entry { slot, batch, hash: computed })
+    Ok((computed, fields.batch))
 }
 
 /// What [`read_line`] found.
@@ -403,12 +410,34 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<RawLine
 
 /// Checks a line read by [`read_line`] into `buf`.
 fn check_raw_line(raw: &RawLine, buf: &[u8], slot: u64, prev: &Digest) -> Result<Entry, EntryProblem> {
+    check_raw_shape(raw)?;
+    check_line(buf, slot, prev)
+}
+
+/// That a line read by [`read_line`] is complete and not too long.
+fn check_raw_shape(raw: &RawLine) -> Result<(), EntryProblem> {
     if !raw.newline {
         Err(EntryProblem::Incomplete)
     } else if raw.overlong {
         Err(EntryProblem::TooLong { bytes: raw.consumed })
     } else {
-        check_line(buf, slot, prev)
+        Ok(())
+    }
+}
+
+/// Checks a line read by [`read_line`] into `buf` as the scan at opening does: its batch
+/// is decoded only if `decode`. Returns its hash.
+fn scan_raw_line(
+    raw: &RawLine,
+    buf: &[u8],
+    slot: u64,
+    prev: &Digest,
+    decode: bool,
+) -> Result<Digest, EntryProblem> {
+    check_raw_shape(raw)?;
+    match decode {
+        true => check_line(buf, slot, prev).map(|entry| entry.hash),
+        false => check_chain(buf, slot, prev).map(|(hash, _)| hash),
     }
 }
 
@@ -468,6 +497,15 @@ impl Ledger {
     /// [`Recovery::DroppedTornTail`]; any other bad line fails with
     /// [`LedgerError::Corrupt`] and leaves the file untouched.
     pub fn open(dir: &Path, port: u16) -> Result<(Ledger, Recovery), LedgerError> {
+        Ledger::open_covered(dir, port, 0)
+    }
+
+    /// [`Ledger::open`] for a node whose checkpoint holds the effect of the first
+    /// `covered` entries: their batches are not decoded again (form, numbering and hash
+    /// chain are still checked), so that opening a long ledger costs little more than
+    /// reading and hashing it. [`Ledger::replay_from`] checks every entry it returns in
+    /// full, so a checkpoint that turns out not to match loses nothing.
+    pub fn open_covered(dir: &Path, port: u16, covered: u64) -> Result<(Ledger, Recovery), LedgerError> {
         fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
         let path = dir.join(Ledger::file_name(port));
         let file = OpenOptions::new()
@@ -479,7 +517,7 @@ impl Ledger {
         // Make the file's directory entry durable, so that synced appends cannot vanish
         // with a file that was just created.
         sync_dir(dir).map_err(io_error("sync directory", dir))?;
-        let scan = scan(&file, &path)?;
+        let scan = scan(&file, &path, covered)?;
         let recovery = match scan.torn {
             None => Recovery::Clean,
             Some((bytes, problem)) => {
@@ -612,12 +650,29 @@ impl Ledger {
     /// Calls `f` with every entry, in slot order, reading the file sequentially and
     /// checking every entry again (form, slot, hash chain, batch). For rebuilding the
     /// wallets at startup.
-    pub fn replay(&self, mut f: impl FnMut(Entry)) -> Result<(), LedgerError> {
-        let file = File::open(&self.path).map_err(io_error("open ledger file", &self.path))?;
-        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file.take(self.end));
-        let mut buf = Vec::new();
+    pub fn replay(&self, f: impl FnMut(Entry)) -> Result<(), LedgerError> {
+        self.replay_from(1, f)
+    }
+
+    /// [`Ledger::replay`] of the entries from `first` on (none if `first > len()`); the
+    /// first is checked against the hash of the entry before it. For rebuilding the
+    /// wallets from a checkpoint of slot `first - 1`.
+    pub fn replay_from(&self, first: u64, mut f: impl FnMut(Entry)) -> Result<(), LedgerError> {
+        let first = first.max(1);
+        if first > self.len() {
+            return Ok(());
+        }
         let mut prev = GENESIS;
-        for slot in 1..=self.len() {
+        let mut from = 0;
+        if first > 1 {
+            prev = self.hash_of(first - 1)?;
+            from = self.offsets[first as usize - 1];
+        }
+        let mut file = File::open(&self.path).map_err(io_error("open ledger file", &self.path))?;
+        file.seek(SeekFrom::Start(from)).map_err(io_error("read ledger file", &self.path))?;
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file.take(self.end - from));
+        let mut buf = Vec::new();
+        for slot in first..=self.len() {
             let raw = read_line(&mut reader, &mut buf).map_err(io_error("read ledger file", &self.path))?;
             let entry = check_raw_line(&raw, &buf, slot, &prev)
                 .map_err(|problem| corrupt(&self.path, slot, problem))?;
@@ -627,6 +682,14 @@ impl Ledger {
         Ok(())
     }
 
+    /// The hash of entry `slot` (`1..=len()`), as its line records it (the scan at
+    /// opening checked the chain).
+    pub fn hash_of(&self, slot: u64) -> Result<Digest, LedgerError> {
+        let entry = self.read_from(slot, 0)?;
+        let first = entry.first().ok_or(LedgerError::OutOfOrder { expected: self.len(), got: slot })?;
+        Ok(first.hash)
+    }
+
     /// The byte offset just after the line at `index` (slot `index + 1`).
     fn line_end(&self, index: usize) -> u64 {
         self.offsets.get(index + 1).copied().unwrap_or(self.end)
@@ -634,7 +697,7 @@ impl Ledger {
 }
 
 /// Reads and checks every line of `file` from its start.
-fn scan(file: &File, path: &Path) -> Result<Scan, LedgerError> {
+fn scan(file: &File, path: &Path, covered: u64) -> Result<Scan, LedgerError> {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
     let mut buf = Vec::new();
     let mut valid = Scan { offsets: Vec::new(), end: 0, last_hash: GENESIS, torn: None };
@@ -650,10 +713,10 @@ fn scan(file: &File, path: &Path) -> Result<Scan, LedgerError> {
             return Err(corrupt(path, line, problem));
         }
         let line = valid.offsets.len() as u64 + 1;
-        match check_raw_line(&raw, &buf, line, &valid.last_hash) {
-            Ok(entry) => {
+        match scan_raw_line(&raw, &buf, line, &valid.last_hash, line > covered) {
+            Ok(hash) => {
                 valid.offsets.push(total);
-                valid.last_hash = entry.hash;
+                valid.last_hash = hash;
                 valid.end = total + raw.consumed;
             }
             Err(problem) if problem.may_be_torn_write() => bad = Some((line, problem)),

@@ -53,6 +53,11 @@ pub enum WalletError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// A wallet image (a checkpoint's state) that no wallet could have produced.
+    InvalidImage {
+        /// What is wrong.
+        problem: &'static str,
+    },
 }
 
 /// Why text is not an [`Amount`].
@@ -125,6 +130,7 @@ impl fmt::Display for WalletError {
             WalletError::InvalidBatch { problem } => write!(f, "invalid batch: {problem}"),
             WalletError::DuplicateKey { key } => write!(f, "wallet {key:?} appears twice"),
             WalletError::InvalidMany { problem } => write!(f, "invalid many operation: {problem}"),
+            WalletError::InvalidImage { problem } => write!(f, "invalid wallet image: {problem}"),
         }
     }
 }

@@ -124,6 +124,7 @@
 mod amount;
 mod batch;
 mod error;
+mod image;
 pub mod membership;
 mod op;
 mod request;
@@ -137,6 +138,7 @@ mod testing;
 pub use amount::{Amount, Key};
 pub use batch::{Batch, BatchSignatureError};
 pub use error::{AmountProblem, BatchProblem, KeyProblem, WalletError};
+pub use image::Image;
 pub use op::{parse_text, parse_text_list, Op, Ops};
 pub use request::{is_text_client, Outcome, Reply, Request, RequestAuth};
 pub use signing::{ClientKey, EncodingError, KeyError, PublicKey, Signature, SignatureError};

@@ -1,7 +1,8 @@
 //! The bounded session table: per registered session (and per plain-text client), the last
 //! applied `seq` and its reply; evicts the least recently applied entry, deterministically.
 
-use super::Reply;
+use super::{Reply, WalletError};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Where a table entry is kept: `(client, session)`, session 0 for a plain-text client's
@@ -9,7 +10,8 @@ use std::collections::BTreeMap;
 pub(super) type SessionKey = (u64, u64);
 
 /// What the wallet remembers about one session.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct Session {
     /// The nonce of the register that opened it (0 for plain-text clients).
     pub nonce: u64,
@@ -79,6 +81,34 @@ impl Sessions {
         self.put(key, Session { nonce, seq, reply, tick });
     }
 
+    /// Every entry with its key, for a checkpoint ([`super::Image`]).
+    pub fn export(&self) -> SessionsImage {
+        let entries = self.table.iter().map(|(&(client, session), s)| (client, session, s.clone())).collect();
+        SessionsImage { limit: self.limit, text_floor: self.text_floor, entries }
+    }
+
+    /// The table [`Sessions::export`] saved, checked: at most `limit` entries, one per
+    /// key, every tick distinct and at most `applied` (the wallet's applied count).
+    pub fn import(image: SessionsImage, applied: u64) -> Result<Sessions, WalletError> {
+        let invalid = |problem| WalletError::InvalidImage { problem };
+        let mut sessions = Sessions::new(image.limit);
+        if image.entries.len() > sessions.limit {
+            return Err(invalid("more sessions than the table holds"));
+        }
+        for (client, session, entry) in image.entries {
+            if entry.tick > applied || sessions.by_tick.contains_key(&entry.tick) {
+                return Err(invalid("a session tick repeated or beyond the applied count"));
+            }
+            if sessions.table.contains_key(&(client, session)) {
+                return Err(invalid("a session listed twice"));
+            }
+            sessions.by_tick.insert(entry.tick, (client, session));
+            sessions.table.insert((client, session), entry);
+        }
+        sessions.text_floor = image.text_floor;
+        Ok(sessions)
+    }
+
     /// Stores an entry; a new one evicts the least recently applied entry if the table is
     /// full.
     fn put(&mut self, key: SessionKey, session: Session) {
@@ -102,4 +132,16 @@ impl Sessions {
             }
         }
     }
+}
+
+/// The session table as a checkpoint stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsImage {
+    /// The most entries the table holds.
+    limit: usize,
+    /// See [`Sessions::text_floor`].
+    text_floor: u64,
+    /// `(client, session, entry)`, in key order.
+    entries: Vec<(u64, u64, Session)>,
 }

@@ -1,6 +1,7 @@
 //! The replicated state machine: balances, their owners, and the client sessions.
 
 use super::error::quote;
+use super::image::Image;
 use super::membership::Membership;
 use super::session::{Session, SessionKey, Sessions};
 use super::table::{Row, Table};
@@ -92,6 +93,35 @@ impl Wallet {
             wallet.create(&key, amount, None);
         }
         Ok(wallet)
+    }
+
+    /// A frozen copy of the replicated state, for a checkpoint: it costs one pointer per
+    /// [`super::table::CHUNK_ROWS`] wallets plus a copy of the session table.
+    pub fn image(&self) -> Image {
+        Image {
+            applied: self.applied,
+            membership: self.membership.clone(),
+            sessions: self.sessions.export(),
+            rows: self.table.snapshot(),
+        }
+    }
+
+    /// The wallet `image` was taken from (operators unset: see
+    /// [`Wallet::set_operators`]), or why no wallet could have produced it: a repeated
+    /// name, a malformed session table, or a membership no reconfiguration would set.
+    pub fn from_image(image: Image) -> Result<Wallet, WalletError> {
+        let table = Table::from_snapshot(image.rows)
+            .map_err(|key| WalletError::DuplicateKey { key: quote(key.as_str()) })?;
+        let sessions = Sessions::import(image.sessions, image.applied)?;
+        if let Some(membership) = &image.membership {
+            if membership.check().as_ref() != Ok(membership) {
+                return Err(WalletError::InvalidImage {
+                    problem: "a membership no reconfiguration would set",
+                });
+            }
+        }
+        let operators = BTreeSet::new();
+        Ok(Wallet { table, sessions, applied: image.applied, membership: image.membership, operators })
     }
 
     /// The balance of `key`, if the wallet exists.
@@ -403,7 +433,7 @@ mod tests {
         assert!(matches!(evicting.pool_admission(&stale), Admission::Refuse(_)));
     }
     use crate::wallet::testing::*;
-    use crate::wallet::{parse_text_list, Batch, ClientKey};
+    use crate::wallet::{parse_text_list, Batch, ClientKey, Image};
 
     fn entries(wallet: &Wallet) -> Vec<(String, String)> {
         wallet.entries().map(|(k, a)| (k.as_str().to_owned(), a.to_string())).collect()
@@ -411,6 +441,45 @@ mod tests {
 
     fn total(wallet: &Wallet) -> u64 {
         wallet.entries().map(|(_, a)| a.cents()).sum()
+    }
+
+    /// Through its JSON, an image rebuilds the very wallet it was taken from: balances,
+    /// owners, sessions (a resend is still answered from its session, an evicted client
+    /// still refused) and membership, and the two then evolve identically.
+    #[test]
+    fn an_image_rebuilds_the_wallet_it_was_taken_from() {
+        let mut wallet = Wallet::with_session_limit(3);
+        let mut owner = TestClient::signed(&mut wallet);
+        owner.run(&mut wallet, set("owned", "5"));
+        let mut plain = TestClient::unsigned(&mut wallet, 8);
+        for n in 0..5000 {
+            plain.run(&mut wallet, deposit(&format!("w{n}"), "1"));
+        }
+        wallet.apply(&request(text_client(4), 2, set("text", "3")));
+        let resend = plain.at(plain.seq, deposit("w4999", "1"));
+        let json = serde_json::to_string(&wallet.image()).unwrap();
+        let mut restored = Wallet::from_image(serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(restored, wallet);
+        assert_eq!(restored.owner("owned"), Some(owner.id));
+        assert_eq!(restored.apply(&resend), wallet.apply(&resend), "answered from the session");
+        let next = plain.next(transfer("w1", "w2", "1"));
+        assert_eq!(restored.apply(&next), wallet.apply(&next));
+        assert_eq!(restored, wallet);
+    }
+
+    /// An image no wallet could have produced is refused.
+    #[test]
+    fn a_forged_image_is_refused() {
+        let mut wallet = Wallet::new();
+        TestClient::unsigned(&mut wallet, 3).run(&mut wallet, set("a", "1"));
+        let json = serde_json::to_string(&wallet.image()).unwrap();
+        let refused = |json: &str| Wallet::from_image(serde_json::from_str(json).unwrap()).unwrap_err();
+        let twice = json.replace(r#"[["a","$1",null]]"#, r#"[["a","$1",null],["a","$2",null]]"#);
+        assert!(matches!(refused(&twice), WalletError::DuplicateKey { .. }), "{twice}");
+        let future = json.replace(r#""applied":2"#, r#""applied":1"#);
+        assert!(matches!(refused(&future), WalletError::InvalidImage { .. }), "{future}");
+        let unknown = json.replace(r#""applied":2"#, r#""applied":2,"extra":1"#);
+        assert!(serde_json::from_str::<Image>(&unknown).is_err());
     }
 
     /// A `many` request applies its operations in order, each with its outcome (a refused

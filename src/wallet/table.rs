@@ -49,6 +49,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// These rows, in this order.
+    pub fn from_rows(rows: Vec<Row>) -> Snapshot {
+        let len = rows.len();
+        let mut chunks = Vec::with_capacity(len.div_ceil(CHUNK_ROWS));
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            chunks.push(Arc::new(rows.by_ref().take(CHUNK_ROWS).collect()));
+        }
+        Snapshot { chunks, len }
+    }
+
     /// How many rows.
     pub fn len(&self) -> usize {
         self.len
@@ -93,6 +104,27 @@ impl Table {
     /// No rows.
     pub fn new() -> Table {
         Table { rows: Snapshot::default(), buckets: vec![(0, 0); MIN_BUCKETS], hasher: RandomState::new() }
+    }
+
+    /// A table of the rows of `snapshot` (sharing them), or the first name it repeats.
+    pub fn from_snapshot(snapshot: Snapshot) -> Result<Table, Key> {
+        let mut table = Table::new();
+        let buckets = (snapshot.len * 2).next_power_of_two().max(MIN_BUCKETS);
+        table.buckets = vec![(0, 0); buckets];
+        table.rows.chunks = snapshot.chunks;
+        for (i, chunk) in table.rows.chunks.iter().enumerate() {
+            debug_assert!(chunk.len() == CHUNK_ROWS || i + 1 == snapshot.len.div_ceil(CHUNK_ROWS));
+        }
+        for i in 0..snapshot.len {
+            let key = table.row(i).key.as_str();
+            if table.find(key).is_some() {
+                return Err(table.row(i).key.clone());
+            }
+            let number = u32::try_from(i + 1).map_err(|_| table.row(i).key.clone())?;
+            table.place(number, table.hash(key));
+            table.rows.len = i + 1;
+        }
+        Ok(table)
     }
 
     /// How many rows.
@@ -236,6 +268,18 @@ mod tests {
         assert!(Arc::ptr_eq(&table.rows.chunks[1], &snapshot.chunks[1]), "an untouched chunk is shared");
         assert!(!Arc::ptr_eq(&table.rows.chunks[2], &snapshot.chunks[2]), "the chunk appended to was copied");
         assert_eq!(table.len(), snapshot.len() + 1);
+    }
+
+    #[test]
+    fn a_table_rebuilt_from_a_snapshot_finds_every_row_and_refuses_a_repeated_name() {
+        let n = CHUNK_ROWS + 3;
+        let snapshot = Snapshot::from_rows((0..n).map(row).collect());
+        let table = Table::from_snapshot(snapshot.clone()).unwrap();
+        assert_eq!(table, filled(n));
+        assert_eq!(table.find(&format!("w{}", n - 1)), Some(n - 1));
+        let mut rows: Vec<Row> = snapshot.iter().cloned().collect();
+        rows.push(row(5));
+        assert_eq!(Table::from_snapshot(Snapshot::from_rows(rows)), Err(row(5).key));
     }
 
     #[test]

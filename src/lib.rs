@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod checkpoint;
 pub mod client;
 pub mod config;
 pub mod fsio;

@@ -278,6 +278,8 @@ pub struct Metrics {
     pub pool_size: Gauge,
     /// The last slot applied to the ledger.
     pub ledger_slot: Gauge,
+    /// The slot of the newest checkpoint on disk.
+    pub checkpoint_slot: Gauge,
     /// Peers heard from recently.
     pub peers_heard: Gauge,
     /// 1 while the node hears a quorum, else 0.
@@ -312,6 +314,7 @@ impl Metrics {
             fsync_seconds: Histogram::new(FSYNC_BOUNDS),
             pool_size: Gauge::new(),
             ledger_slot: Gauge::new(),
+            checkpoint_slot: Gauge::new(),
             peers_heard: Gauge::new(),
             quorum_available: Gauge::new(),
             started: Instant::now(),
@@ -417,6 +420,11 @@ impl Metrics {
         );
         out.gauge("fba_pool_size", "Requests waiting in the pool.", self.pool_size.get());
         out.gauge("fba_ledger_slot", "Last slot applied to the ledger.", self.ledger_slot.get());
+        out.gauge(
+            "fba_checkpoint_slot",
+            "Slot of the newest checkpoint on disk (start-up replays the ledger after it).",
+            self.checkpoint_slot.get(),
+        );
         out.gauge("fba_peers_heard", "Peers heard from recently.", self.peers_heard.get());
         out.gauge(
             "fba_quorum_available",

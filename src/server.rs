@@ -31,6 +31,7 @@
 
 mod catchup;
 mod membership;
+mod persist;
 mod pool;
 mod recovery;
 mod status;
@@ -49,7 +50,7 @@ use crate::quorum::NodeId;
 use crate::scp::{
     self, Application, Input, Node, Output, Pledges, Rejection, SlotIndex, Statement, TimerId, Value,
 };
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::timer::{self, TimerCommand};
 use crate::wallet::{self, Batch, Key, Op, Outcome, Reply, Request, Wallet, MAX_REQUEST_BYTES};
 use crossbeam_channel::{select, Receiver, Sender};
@@ -71,11 +72,6 @@ const HOUSEKEEPING: Duration = Duration::from_millis(250);
 const SILENT_AFTER: Duration = Duration::from_secs(3);
 /// Longest a node lets its pool fill before proposing (see [`Server::propose_if_idle`]).
 const BATCH_WAIT: Duration = Duration::from_millis(1);
-/// While the database holds at most this many wallets, its file is written after every
-/// slot; beyond, at most every [`DB_EVERY`] (see [`Server::save_db`]).
-const DB_SMALL: usize = 1_000;
-/// The longest a large database file lags behind the ledger while the node runs.
-const DB_EVERY: Duration = Duration::from_millis(200);
 /// Most queued datagrams handled before persisting and sending what they produced.
 const MAX_BURST: usize = 256;
 /// Most floods handled in one turn of the protocol loop, after everything urgent.
@@ -99,6 +95,8 @@ pub enum ServerError {
     Scp(scp::ConfigError),
     /// The ledger could not be read or written, or is damaged.
     Ledger(LedgerError),
+    /// The checkpoint could not be read or written.
+    Checkpoint(crate::checkpoint::CheckpointError),
     /// The SCP journal could not be read or written, or is damaged.
     Journal(JournalError),
     /// The boot epoch file (anti-replay of peer traffic) could not be read or written.
@@ -116,6 +114,13 @@ pub enum ServerError {
         db: PathBuf,
         /// The ledger.
         ledger: PathBuf,
+    },
+    /// `--verify`: the checkpoint is not the wallet the ledger gives at its slot.
+    CheckpointMismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Its slot.
+        slot: u64,
     },
     /// The data directory is locked by another process (or the lock could not be taken).
     Lock(crate::lock::LockError),
@@ -138,6 +143,7 @@ impl fmt::Display for ServerError {
             ServerError::Spawn(e) => write!(f, "cannot start a thread: {e}"),
             ServerError::Scp(e) => write!(f, "consensus configuration: {e}"),
             ServerError::Ledger(e) => write!(f, "{e}"),
+            ServerError::Checkpoint(e) => write!(f, "{e}"),
             ServerError::Journal(e) => write!(f, "{e}"),
             ServerError::Epoch(e) => write!(f, "{e}"),
             ServerError::DatabaseWithoutLedger { path, entries } => write!(
@@ -149,6 +155,11 @@ impl fmt::Display for ServerError {
             ServerError::Mismatch { db, ledger } => {
                 write!(f, "database {} does not match ledger {}", db.display(), ledger.display())
             }
+            ServerError::CheckpointMismatch { path, slot } => write!(
+                f,
+                "checkpoint {} differs from the ledger replayed to its slot {slot}",
+                path.display()
+            ),
             ServerError::Lock(e) => write!(f, "{e}"),
             ServerError::Metrics(addr, e) => write!(f, "cannot serve metrics on {addr}: {e}"),
             ServerError::Removed { id, membership } => write!(
@@ -337,7 +348,6 @@ struct Server {
     config: ServerConfig,
     node: Node<WalletApp>,
     wallet: Wallet,
-    store: Store,
     ledger: Ledger,
     journal: Journal,
     outbox: Outbox,
@@ -355,6 +365,8 @@ struct Server {
     disk_budget: Option<u64>,
     /// Lines recovery wants the operator to see.
     notes: Vec<String>,
+    /// How start-up rebuilt the wallet (`None` for an empty ledger).
+    rebuilt: Option<recovery::Rebuilt>,
     /// Peers by address: how development mode (no keys) tells who sent a peer message.
     peer_ids: HashMap<SocketAddr, NodeId>,
     /// The quorum sets peers announce, checked for intersection with ours.
@@ -395,10 +407,8 @@ struct Server {
     adopted: Option<crate::wallet::membership::Membership>,
     /// A reconfiguration left this node out: it stops once its replies are sent.
     removed: bool,
-    /// The database file is behind the wallet ([`Server::save_db`]).
-    db_stale: bool,
-    /// When the database file was last written.
-    db_written: Instant,
+    /// The database file and the checkpoint ([`persist`]).
+    persist: persist::Persister,
     /// Quorum, silent peers, request rate and slot timing ([`status`]).
     observer: status::Observer,
     log: Logger,
@@ -425,11 +435,13 @@ impl Server {
         // The membership a replayed ledger set is already in `config` (see
         // [`membership::recovered_config`]): adopted, not to be adopted again.
         let adopted = recovered.wallet.membership().cloned();
+        let latest = (recovered.ledger.len(), recovered.ledger.last_hash());
+        let persist =
+            persist::Persister::start(recovered.store, config.port, latest, recovered.checkpointed)?;
         Ok(Server {
             config,
             node,
             wallet: recovered.wallet,
-            store: recovered.store,
             ledger: recovered.ledger,
             journal: recovered.journal,
             outbox: shell.outbox,
@@ -441,6 +453,7 @@ impl Server {
             catchup: catchup::CatchUp::default(),
             disk_budget: std::env::var("FBA_DISK_FULL_AFTER").ok().and_then(|v| v.parse().ok()),
             notes: recovered.notes,
+            rebuilt: (latest.0 > 0).then_some(recovered.rebuilt),
             last_heard: HashMap::new(),
             last_useful,
             busy_clock: Duration::ZERO,
@@ -459,8 +472,7 @@ impl Server {
             filling_since: None,
             adopted,
             removed: false,
-            db_stale: false,
-            db_written: Instant::now(),
+            persist,
             observer: status::Observer::new(),
             log,
             metrics: shell.metrics,
@@ -487,12 +499,15 @@ impl Server {
         for note in &self.notes {
             self.log.warn(format_args!("recovery: {note}"));
         }
+        if let Some(rebuilt) = &self.rebuilt {
+            self.log.info(format_args!("{rebuilt}"));
+        }
         self.log.info(format_args!(
             "listening on {local}; quorum set {} of {:?}{}; database {} ({} entries); ledger at slot {}",
             q.threshold,
             q.validators,
             if q.inner_sets.is_empty() { "" } else { " + inner sets" },
-            self.store.path().display(),
+            self.persist.store().path().display(),
             self.wallet.len(),
             self.ledger.len(),
             local = self.local
@@ -551,12 +566,17 @@ impl Server {
                 true => crossbeam_channel::never(),
                 false => self.batch_wait().map_or_else(crossbeam_channel::never, crossbeam_channel::after),
             };
-            let db_timer = self.db_due().map_or_else(crossbeam_channel::never, crossbeam_channel::after);
+            let db_timer = self.persist.due().map_or_else(crossbeam_channel::never, crossbeam_channel::after);
+            let written = self.persist.done().clone();
             let mut bulk_left = BULK_BURST;
             select! {
                 recv(housekeeping) -> _ => self.housekeeping(),
                 recv(batch_timer) -> _ => {}
-                recv(db_timer) -> _ => self.write_db_if_due()?,
+                recv(db_timer) -> _ => self.persist.start_if_due(&self.wallet),
+                recv(written) -> done => if let Ok(done) = done {
+                    self.persist.on_done(done)?;
+                    self.metrics.checkpoint_slot.set_count(self.persist.written());
+                },
                 recv(net) -> incoming => match incoming {
                     Ok(incoming) => self.on_datagram(incoming)?,
                     Err(_) => return Ok(()),
@@ -568,8 +588,9 @@ impl Server {
                 recv(checked) -> check => if let Ok(check) = check { self.on_flood_checked(check); },
                 recv(fired) -> timer => if let Ok(timer) = timer { self.on_timer(timer)?; },
                 recv(shutdown) -> _ => {
-                    self.write_db()?;
-                    self.log.info(format_args!("shutting down; database complete at {}", self.store.path().display()));
+                    self.persist.finish(&self.wallet)?;
+                    let (path, slot) = (self.persist.store().path().display(), self.persist.written());
+                    self.log.info(format_args!("shutting down; database complete at {path}; checkpoint of slot {slot}"));
                     return Ok(());
                 }
             }
@@ -592,7 +613,7 @@ impl Server {
             self.propose_if_idle()?;
             self.flush()?;
             if self.removed {
-                return self.write_db();
+                return self.persist.finish(&self.wallet);
             }
         }
     }
@@ -1210,45 +1231,15 @@ impl Server {
     }
 
     /// Prints the database after a slot (or the `changed` wallets when it is large) and
-    /// writes the file: at once while it holds at most [`DB_SMALL`] wallets (the
-    /// assignment's case: the file always shows the last slot), otherwise at most every
-    /// [`DB_EVERY`] ([`Server::write_db_if_due`]), so that a slot's cost does not grow with
-    /// the data. The file is a projection of the synced ledger, which replies wait for.
+    /// hands the slot to [`persist`]: a small database file is written at once (the
+    /// assignment's case: the file always shows the last slot), a large one and the
+    /// checkpoint by the writer thread at a bounded pace, so that a slot's cost does not
+    /// grow with the data. Both are projections of the synced ledger, which replies wait
+    /// for.
     fn save_db(&mut self, changed: &[Key]) -> Result<(), ServerError> {
-        self.db_stale = true;
-        if self.wallet.len() <= DB_SMALL {
-            self.write_db()?;
-        } else {
-            self.write_db_if_due()?;
-        }
+        self.persist.after_slot(&self.wallet, self.ledger.len(), self.ledger.last_hash())?;
         self.print_entries(Some(changed));
         Ok(())
-    }
-
-    /// Writes the database file if it is behind the wallet and was last written
-    /// [`DB_EVERY`] ago or more.
-    fn write_db_if_due(&mut self) -> Result<(), ServerError> {
-        match self.db_written.elapsed() >= DB_EVERY {
-            true => self.write_db(),
-            false => Ok(()),
-        }
-    }
-
-    /// Writes the database file if it is behind the wallet (temp file, rename, no sync: the
-    /// file is the projection of the already synced ledger, rebuilt from it after a power
-    /// loss).
-    fn write_db(&mut self) -> Result<(), ServerError> {
-        if self.db_stale {
-            self.store.save_projection(self.wallet.entries())?;
-            self.db_stale = false;
-            self.db_written = Instant::now();
-        }
-        Ok(())
-    }
-
-    /// How long until a database file that is behind is due to be written.
-    fn db_due(&self) -> Option<Duration> {
-        self.db_stale.then(|| DB_EVERY.saturating_sub(self.db_written.elapsed()))
     }
 
     /// The protocol trace's database line: every entry (`db 2 entries: {foo: $30, bar:

@@ -258,12 +258,20 @@ impl Store {
         self.replace(entries, Durability::None)
     }
 
+    /// Like [`Store::save`], for content already [`encode`]d.
+    pub fn save_encoded(&self, content: &str) -> Result<(), StoreError> {
+        self.replace_content(content, Durability::Full)
+    }
+
     fn replace<K: AsRef<str>>(
         &self,
         entries: impl IntoIterator<Item = (K, Amount)>,
         durability: Durability,
     ) -> Result<(), StoreError> {
-        let content = encode(entries);
+        self.replace_content(&encode(entries), durability)
+    }
+
+    fn replace_content(&self, content: &str, durability: Durability) -> Result<(), StoreError> {
         let dir = self.dir();
         fs::create_dir_all(dir).map_err(|e| self.io_error("create directory", dir, e))?;
         let temp = self.temp_path();

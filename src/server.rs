@@ -575,7 +575,7 @@ impl Server {
                 recv(db_timer) -> _ => self.persist.start_if_due(&self.wallet),
                 recv(written) -> done => if let Ok(done) = done {
                     self.persist.on_done(done)?;
-                    self.metrics.checkpoint_slot.set_count(self.persist.written());
+                    self.checkpoint_written();
                 },
                 recv(net) -> incoming => match incoming {
                     Ok(incoming) => self.on_datagram(incoming)?,
@@ -1228,6 +1228,16 @@ impl Server {
         self.ledger.append(slot, batch).map_err(ServerError::Ledger)?;
         self.metrics.fsync_seconds.observe_duration(started.elapsed());
         Ok(())
+    }
+
+    /// Reports a checkpoint the writer thread finished.
+    fn checkpoint_written(&self) {
+        let slot = self.persist.written();
+        self.metrics.checkpoint_slot.set_count(slot);
+        if let Some((database, took)) = self.persist.last() {
+            let with = if database { " with the database file" } else { "" };
+            self.log.debug(format_args!("checkpoint of slot {slot} written{with} in {took:?}"));
+        }
     }
 
     /// Prints the database after a slot (or the `changed` wallets when it is large) and

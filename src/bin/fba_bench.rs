@@ -78,6 +78,14 @@ struct Args {
     /// Run the local cluster authenticated (`fba_server keygen`, `--key-file`).
     #[arg(long)]
     authenticated: bool,
+    /// First create this many wallets (`k0` …, 50 per `many` request, not timed); the
+    /// measured mix then runs over them (its keys are at least this many).
+    #[arg(long, default_value_t = 0)]
+    wallets: u64,
+    /// After the run, `kill -9` the first local node, start it again and report how long
+    /// it took to answer (its restart time).
+    #[arg(long)]
+    restart: bool,
 }
 
 /// Latency percentiles in microseconds.
@@ -118,6 +126,10 @@ struct Report {
     p50_over_fsynced_write: f64,
     /// Largest resident set of a local node at the end (KiB); 0 with `--target`.
     max_node_rss_kib: u64,
+    /// Wallets created before the run (`--wallets`).
+    wallets: u64,
+    /// Seconds from `kill -9` of a node to its first answer after a restart (`--restart`).
+    restart_seconds: Option<f64>,
 }
 
 /// VmHWM (peak resident set, KiB) of a process, from /proc.
@@ -185,6 +197,42 @@ fn fsynced_write(dir: &Path) -> std::io::Result<Duration> {
 struct LocalCluster {
     dir: PathBuf,
     children: Vec<Child>,
+    /// The command of each running node (program and arguments), to restart it.
+    commands: Vec<(PathBuf, Vec<String>)>,
+}
+
+impl LocalCluster {
+    /// Starts running node `i` (`commands[i]`), its output appended to its log.
+    fn spawn(&self, i: usize) -> Result<Child, String> {
+        let (server, args) = &self.commands[i];
+        let log_path = self.dir.join(format!("node{}.log", args[0]));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        Command::new(server)
+            .args(args)
+            .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", server.display()))
+    }
+
+    /// `kill -9` of running node `i`, then starts it again; the time until it answers a
+    /// status request.
+    fn restart(&mut self, i: usize, addr: SocketAddr) -> Result<Duration, String> {
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
+        let started = Instant::now();
+        self.children[i] = self.spawn(i)?;
+        while status::query(addr, Duration::from_millis(50), 1).is_err() {
+            if started.elapsed() > Duration::from_secs(120) {
+                return Err(format!("node {addr} did not answer within 120 s of its restart"));
+            }
+        }
+        Ok(started.elapsed())
+    }
 }
 
 impl Drop for LocalCluster {
@@ -256,28 +304,24 @@ fn start_cluster(args: &Args) -> Result<(LocalCluster, Vec<SocketAddr>), String>
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let ports = free_ports(args.nodes).map_err(|e| e.to_string())?;
     let threshold = (2 * args.nodes) / 3 + 1;
-    let mut cluster = LocalCluster { dir: dir.clone(), children: Vec::new() };
+    let mut cluster = LocalCluster { dir: dir.clone(), children: Vec::new(), commands: Vec::new() };
     let keys = if args.authenticated { Some(keygen(&server, &dir, &ports)?) } else { None };
     let mut up = Vec::new();
     for (i, port) in ports.iter().enumerate().skip(args.down) {
-        let mut cmd = Command::new(&server);
-        cmd.arg(port.to_string()).arg("--quiet").arg("--data-dir").arg(&dir);
-        cmd.arg("--threshold").arg(threshold.to_string());
-        cmd.args(["--nomination-timeout-ms", "100", "--ballot-timeout-ms", "200"]);
+        let mut cmd =
+            vec![port.to_string(), "--quiet".into(), "--data-dir".into(), dir.display().to_string()];
+        cmd.extend(["--threshold".into(), threshold.to_string()]);
+        cmd.extend(["--nomination-timeout-ms", "100", "--ballot-timeout-ms", "200"].map(String::from));
         for (j, p) in ports.iter().enumerate() {
             if j != i {
-                cmd.arg("--peer").arg(format!("127.0.0.1:{p}"));
+                cmd.extend(["--peer".into(), format!("127.0.0.1:{p}")]);
             }
         }
         if let Some(keys) = &keys {
-            cmd.arg("--key-file").arg(keys.join(format!("{port}.key")));
+            cmd.extend(["--key-file".into(), keys.join(format!("{port}.key")).display().to_string()]);
         }
-        let log = std::fs::File::create(dir.join(format!("node{port}.log"))).map_err(|e| e.to_string())?;
-        let child = cmd
-            .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", server.display()))?;
+        cluster.commands.push((server.clone(), cmd));
+        let child = cluster.spawn(cluster.commands.len() - 1)?;
         cluster.children.push(child);
         up.push(SocketAddr::from(([127, 0, 0, 1], *port)));
     }
@@ -435,8 +479,52 @@ fn run_clients(args: &Args, targets: &[SocketAddr]) -> Result<(Vec<u64>, u64, Du
     Ok((all, failed, finished - started))
 }
 
+/// Clients that create the `--wallets` before the run.
+const PRELOAD_CLIENTS: u64 = 16;
+
+/// Creates wallets `k0` … `k{n-1}` at $1 each, [`MAX_BATCH`] per `many` request, from
+/// [`PRELOAD_CLIENTS`] clients; how long it took.
+fn preload(targets: &[SocketAddr], n: u64, signed: bool) -> Result<Duration, String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..PRELOAD_CLIENTS)
+        .map(|c| {
+            let mut servers = targets.to_vec();
+            servers.rotate_left(c as usize % targets.len());
+            let next = Arc::clone(&next);
+            std::thread::spawn(move || -> Result<(), String> {
+                let key = match signed {
+                    true => Some(fba::wallet::ClientKey::generate().map_err(|e| e.to_string())?.0),
+                    false => None,
+                };
+                let mut client = Client::with_servers(servers, key).map_err(|e| e.to_string())?;
+                client.attempts = NODE_ATTEMPTS;
+                loop {
+                    let first = next.fetch_add(MAX_BATCH as u64, Ordering::Relaxed);
+                    if first >= n {
+                        return Ok(());
+                    }
+                    let ops: Vec<Op> = (first..n.min(first + MAX_BATCH as u64))
+                        .map(|k| Op::Set {
+                            key: Key::new(format!("k{k}")).expect("valid key"),
+                            amount: Amount::from_cents(100).expect("valid amount"),
+                        })
+                        .collect();
+                    let many = Op::Many { ops: Ops::try_from(ops).expect("1 to MAX_BATCH sets") };
+                    client.call(many).map_err(|e| format!("creating wallets from k{first}: {e}"))?;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().map_err(|_| "a wallet-creating client panicked".to_owned())??;
+    }
+    Ok(started.elapsed())
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.keys = args.keys.max(args.wallets);
     if args.clients == 0 || args.nodes == 0 || args.down >= args.nodes {
         eprintln!("fba_bench: need at least one client and one running node");
         return ExitCode::FAILURE;
@@ -445,7 +533,7 @@ fn main() -> ExitCode {
         eprintln!("fba_bench: --batch must be 1 to {MAX_BATCH} (a request carries at most 3 KiB)");
         return ExitCode::FAILURE;
     }
-    let (_cluster, targets, floor_dir) = if args.targets.is_empty() {
+    let (mut cluster, targets, floor_dir) = if args.targets.is_empty() {
         match start_cluster(&args) {
             Ok((cluster, up)) => {
                 let dir = cluster.dir.clone();
@@ -476,6 +564,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.wallets > 0 {
+        match preload(&targets, args.wallets, args.authenticated) {
+            Ok(took) => eprintln!(
+                "created {} wallets in {:.1} s ({:.0} wallets/s)",
+                args.wallets,
+                took.as_secs_f64(),
+                args.wallets as f64 / took.as_secs_f64()
+            ),
+            Err(e) => {
+                eprintln!("fba_bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let (mut latencies, failed, elapsed) = match run_clients(&args, &targets) {
         Ok(run) => run,
         Err(e) => {
@@ -483,8 +585,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let restart_seconds = match (&mut cluster, args.restart) {
+        (Some(cluster), true) => match cluster.restart(0, targets[0]) {
+            Ok(took) => Some(took.as_secs_f64()),
+            Err(e) => {
+                eprintln!("fba_bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let max_node_rss_kib =
-        _cluster.as_ref().map_or(0, |c| c.children.iter().map(|ch| peak_rss_kib(ch.id())).max().unwrap_or(0));
+        cluster.as_ref().map_or(0, |c| c.children.iter().map(|ch| peak_rss_kib(ch.id())).max().unwrap_or(0));
     latencies.sort_unstable();
     let p50 = percentile(&latencies, 0.50);
     let report = Report {
@@ -508,6 +620,8 @@ fn main() -> ExitCode {
         p50_over_fsynced_write: p50 as f64 / floor.fsynced_atomic_write_us.max(1) as f64,
         floor,
         max_node_rss_kib,
+        wallets: args.wallets,
+        restart_seconds,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
@@ -549,6 +663,9 @@ fn main() -> ExitCode {
             "authenticator: seal + open of a 1 KiB peer datagram {} ns",
             report.floor.authenticator_1kib_ns
         );
+        if let Some(seconds) = report.restart_seconds {
+            println!("restart of a node (kill -9, start, first answer): {seconds:.2} s");
+        }
         if report.max_node_rss_kib > 0 {
             println!("largest node peak RSS: {:.1} MiB", report.max_node_rss_kib as f64 / 1024.0);
         }

@@ -16,7 +16,7 @@
 //! The pace is bounded: a job starts only when the previous one is done and the writer
 //! has rested for [`REST_SMALL`] (small database) or [`REST_LARGE`] and at least
 //! [`REST_FACTOR`] times the previous job's duration (large database), so the writer uses
-//! at most about a fifth of a core and of the disk however large the data grows. At a clean
+//! at most about a seventeenth of a core and of the disk however large the data grows. At a clean
 //! stop, [`Persister::finish`] waits for the writer and writes both files of the last slot.
 //! A job that fails (full or read-only disk) stops the node with the reason, like a
 //! failed ledger append.
@@ -38,7 +38,7 @@ const REST_SMALL: Duration = Duration::from_secs(1);
 /// Least rest of the writer between two jobs for a large database.
 const REST_LARGE: Duration = Duration::from_millis(200);
 /// The writer rests at least this many times as long as its last job took.
-const REST_FACTOR: u32 = 4;
+const REST_FACTOR: u32 = 16;
 
 /// A checkpoint (and for a large database, the database file) to write.
 struct Job {
@@ -70,6 +70,8 @@ pub(super) struct Persister {
     checkpointed: u64,
     /// The slot of the newest checkpoint written.
     written: u64,
+    /// The last job that ended: whether it wrote the database file, and how long it took.
+    last: Option<(bool, Duration)>,
     /// The database file is behind the wallet and the writer is to write it.
     db_stale: bool,
     /// When the running job started.
@@ -103,6 +105,7 @@ impl Persister {
             latest,
             checkpointed,
             written: checkpointed,
+            last: None,
             db_stale: false,
             busy: None,
             rest_until: Instant::now(),
@@ -117,6 +120,11 @@ impl Persister {
     /// The slot of the newest checkpoint on disk.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The last job that ended: whether it wrote the database file, and how long it took.
+    pub fn last(&self) -> Option<(bool, Duration)> {
+        self.last
     }
 
     /// Slot `slot` (ledger hash `hash`) was applied to `wallet`: writes a small database
@@ -154,6 +162,7 @@ impl Persister {
     /// node.
     pub fn on_done(&mut self, done: Done) -> Result<(), ServerError> {
         self.busy = None;
+        self.last = Some((done.database, done.took));
         let rest = match done.database {
             true => REST_LARGE.max(done.took * REST_FACTOR),
             false => REST_SMALL,

@@ -15,8 +15,10 @@ use super::membership::Membership;
 use super::session::SessionsImage;
 use super::table::{Row, Snapshot};
 use super::{Amount, Key};
+use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
 
 /// A frozen copy of a wallet's replicated state (see the [module docs](self)).
 #[derive(Clone, Debug)]
@@ -77,7 +79,34 @@ struct Decoded {
     applied: u64,
     membership: Option<Membership>,
     sessions: SessionsImage,
-    wallets: Vec<(Key, Amount, Option<u64>)>,
+    wallets: Chunked,
+}
+
+/// Rows decoded straight into a [`Snapshot`]'s chunks (no second copy of a large table).
+struct Chunked(Snapshot);
+
+impl<'de> Deserialize<'de> for Chunked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Chunked, D::Error> {
+        deserializer.deserialize_seq(ChunkedVisitor)
+    }
+}
+
+struct ChunkedVisitor;
+
+impl<'de> Visitor<'de> for ChunkedVisitor {
+    type Value = Chunked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of [name, balance, owner]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Chunked, A::Error> {
+        let mut snapshot = Snapshot::default();
+        while let Some((key, balance, owner)) = seq.next_element::<(Key, Amount, Option<u64>)>()? {
+            snapshot.push(Row { key, balance, owner });
+        }
+        Ok(Chunked(snapshot))
+    }
 }
 
 impl Serialize for Image {
@@ -96,12 +125,11 @@ impl<'de> Deserialize<'de> for Image {
     /// Decodes the shape only; [`Wallet::from_image`](super::Wallet::from_image) checks the content.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Image, D::Error> {
         let decoded = Decoded::deserialize(deserializer)?;
-        let rows = decoded.wallets.into_iter().map(|(key, balance, owner)| Row { key, balance, owner });
         Ok(Image {
             applied: decoded.applied,
             membership: decoded.membership,
             sessions: decoded.sessions,
-            rows: Snapshot::from_rows(rows.collect()),
+            rows: decoded.wallets.0,
         })
     }
 }

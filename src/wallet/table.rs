@@ -74,6 +74,19 @@ impl Snapshot {
     pub fn iter(&self) -> impl Iterator<Item = &Row> + '_ {
         self.chunks.iter().flat_map(|chunk| chunk.iter())
     }
+
+    /// Appends a row (copying the last chunk first if a snapshot shares it).
+    pub fn push(&mut self, row: Row) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK_ROWS => Arc::make_mut(chunk).push(row),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+                chunk.push(row);
+                self.chunks.push(Arc::new(chunk));
+            }
+        }
+        self.len += 1;
+    }
 }
 
 /// Wallet rows in insertion order, found by name (see the [module docs](self)).
@@ -184,15 +197,7 @@ impl Table {
         }
         let bits = self.hash(row.key.as_str());
         self.place(number, bits);
-        match self.rows.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK_ROWS => Arc::make_mut(chunk).push(row),
-            _ => {
-                let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-                chunk.push(row);
-                self.rows.chunks.push(Arc::new(chunk));
-            }
-        }
-        self.rows.len += 1;
+        self.rows.push(row);
         i
     }
 

@@ -49,17 +49,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// These rows, in this order.
-    pub fn from_rows(rows: Vec<Row>) -> Snapshot {
-        let len = rows.len();
-        let mut chunks = Vec::with_capacity(len.div_ceil(CHUNK_ROWS));
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            chunks.push(Arc::new(rows.by_ref().take(CHUNK_ROWS).collect()));
-        }
-        Snapshot { chunks, len }
-    }
-
     /// How many rows.
     pub fn len(&self) -> usize {
         self.len
@@ -278,13 +267,14 @@ mod tests {
     #[test]
     fn a_table_rebuilt_from_a_snapshot_finds_every_row_and_refuses_a_repeated_name() {
         let n = CHUNK_ROWS + 3;
-        let snapshot = Snapshot::from_rows((0..n).map(row).collect());
+        let mut snapshot = Snapshot::default();
+        (0..n).for_each(|i| snapshot.push(row(i)));
         let table = Table::from_snapshot(snapshot.clone()).unwrap();
         assert_eq!(table, filled(n));
         assert_eq!(table.find(&format!("w{}", n - 1)), Some(n - 1));
-        let mut rows: Vec<Row> = snapshot.iter().cloned().collect();
-        rows.push(row(5));
-        assert_eq!(Table::from_snapshot(Snapshot::from_rows(rows)), Err(row(5).key));
+        let mut repeated = snapshot.clone();
+        repeated.push(row(5));
+        assert_eq!(Table::from_snapshot(repeated), Err(row(5).key));
     }
 
     #[test]

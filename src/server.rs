@@ -561,13 +561,13 @@ impl Server {
     fn serve(&mut self, inbound: &Inbound, shutdown: &Receiver<()>) -> Result<(), ServerError> {
         let Inbound { net, bulk, checked, fired } = inbound;
         let housekeeping = crossbeam_channel::tick(HOUSEKEEPING);
+        let written = self.persist.done().clone();
         loop {
             let batch_timer = match self.pool.is_empty() || self.proposed == Some(self.node.current_slot()) {
                 true => crossbeam_channel::never(),
                 false => self.batch_wait().map_or_else(crossbeam_channel::never, crossbeam_channel::after),
             };
             let db_timer = self.persist.due().map_or_else(crossbeam_channel::never, crossbeam_channel::after);
-            let written = self.persist.done().clone();
             let mut bulk_left = BULK_BURST;
             select! {
                 recv(housekeeping) -> _ => self.housekeeping(),

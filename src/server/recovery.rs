@@ -83,20 +83,47 @@ fn replay(
 
 /// The wallet of `checkpoint` if it describes this ledger's history: the ledger holds its
 /// slot with its hash, and its image is sound.
-fn usable(ledger: &Ledger, checkpoint: Checkpoint) -> Result<(Wallet, u64, Option<Digest>), String> {
+fn usable(ledger: &Ledger, checkpoint: Checkpoint) -> Result<(Wallet, u64, Option<Digest>), Unusable> {
     let slot = checkpoint.slot;
     if slot == 0 || slot > ledger.len() {
-        return Err(format!("it is of slot {slot}, the ledger ends at slot {}", ledger.len()));
+        return Err(Unusable::OutOfRange { slot, len: ledger.len() });
     }
-    let hash = ledger.hash_of(slot).map_err(|e| e.to_string())?;
-    if hash != checkpoint.ledger_hash {
-        return Err(format!("its slot {slot} has another hash than the ledger's"));
+    if ledger.hash_of(slot).map_err(Unusable::Ledger)? != checkpoint.ledger_hash {
+        return Err(Unusable::Foreign { slot });
     }
-    let wallet = Wallet::from_image(checkpoint.image).map_err(|e| e.to_string())?;
+    let wallet = Wallet::from_image(checkpoint.image).map_err(Unusable::Image)?;
     if wallet.session_limit() != Wallet::new().session_limit() {
-        return Err("it was written with another session limit".to_owned());
+        return Err(Unusable::SessionLimit);
     }
     Ok((wallet, slot, checkpoint.database_sha256))
+}
+
+/// Why a readable checkpoint is not used.
+enum Unusable {
+    /// Its slot is 0 or beyond the ledger's last.
+    OutOfRange { slot: u64, len: u64 },
+    /// The ledger has another hash at its slot: it is of another history.
+    Foreign { slot: u64 },
+    /// The ledger could not be read at its slot.
+    Ledger(crate::ledger::LedgerError),
+    /// Its image is not one a wallet could have produced.
+    Image(crate::wallet::WalletError),
+    /// Written with another session limit than this build's.
+    SessionLimit,
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::OutOfRange { slot, len } => {
+                write!(f, "it is of slot {slot}, the ledger ends at slot {len}")
+            }
+            Unusable::Foreign { slot } => write!(f, "its slot {slot} has another hash than the ledger's"),
+            Unusable::Ledger(e) => write!(f, "{e}"),
+            Unusable::Image(e) => write!(f, "{e}"),
+            Unusable::SessionLimit => write!(f, "it was written with another session limit"),
+        }
+    }
 }
 
 /// The checkpoint of the node, if there is a readable one (a damaged one is a note).

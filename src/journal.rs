@@ -19,7 +19,12 @@
 //!   its next NOMINATE is ignored until it covers the lost one. So the journal adds no
 //!   sync to a slot's critical path beyond the PREPARE/CONFIRM ones.
 //!
-//! File `assignment3_<port>.scp`: one JSON statement per line. A torn last line (a crash
+//! **Values by hash.** A statement names its values by the digest of their content (see
+//! [`crate::server`]'s values); the content of each value our statements name is written
+//! to the journal once, on a line of its own (`{"content":"<base64>"}`) before the first
+//! statement naming it, so a restarted node still holds what it voted for.
+//!
+//! File `assignment3_<port>.scp`: one JSON statement (or value content) per line. A torn last line (a crash
 //! in mid-write) is ignored, and nothing after it can exist; a bad line elsewhere means the
 //! file was damaged, and the node refuses to start rather than forget what it said. The
 //! journal is rewritten (atomically) with only the statements still needed once it grows:
@@ -32,12 +37,28 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Rewrite the journal once it exceeds this many bytes, and four times what the last
 /// rewrite kept (so that a large kept window is not rewritten on every slot).
 const COMPACT_AT: u64 = 1 << 20;
 /// The journal is rewritten once it has grown to this multiple of what was last kept.
 const GROWTH: u64 = 4;
+
+/// A journal line holding the content of a value our statements name.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContentLine {
+    /// The content, base64.
+    content: String,
+}
+
+/// Appends the line of one value's content.
+fn write_content(buf: &mut Vec<u8>, content: &[u8]) {
+    let line = ContentLine { content: crate::hash::base64(content) };
+    serde_json::to_writer(&mut *buf, &line).expect("content lines serialize");
+    buf.push(b'\n');
+}
 
 /// The latest statement of each slot and kind: key (slot, whether it is a ballot
 /// statement), so a slot has at most one NOMINATE and one PREPARE/CONFIRM/EXTERNALIZE.
@@ -90,6 +111,8 @@ pub struct Journal {
     bytes: u64,
     /// Bytes the last rewrite kept.
     kept: u64,
+    /// Value contents read at opening, until taken.
+    contents: Vec<Vec<u8>>,
 }
 
 impl Journal {
@@ -109,14 +132,15 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_err("read", e)),
         };
-        let (latest, torn) = parse(&path, &text)?;
+        let (latest, contents, torn) = parse(&path, &text)?;
         fs::create_dir_all(dir).map_err(|e| io_err("create the directory of", e))?;
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err("open", e))?;
-        let mut journal = Journal { path, file, bytes: text.len() as u64, kept: 0 };
+        let mut journal = Journal { path, file, bytes: text.len() as u64, kept: 0, contents };
         crate::fsio::note_synced(&journal.path, journal.bytes);
         // Drop a torn tail now, so that the next append starts on a fresh line.
         if torn {
-            journal.rewrite(latest.values())?;
+            let contents: Vec<Arc<[u8]>> = journal.contents.iter().map(|c| c.as_slice().into()).collect();
+            journal.rewrite(latest.values(), &contents)?;
         }
         Ok((journal, latest))
     }
@@ -126,14 +150,23 @@ impl Journal {
         &self.path
     }
 
-    /// Appends `statements` in one write; syncs them to disk (with everything written
-    /// before) if one of them binds the node (PREPARE or CONFIRM, see the module doc).
-    /// Returns whether it synced.
+    /// The value contents the journal held when it was opened (given once).
+    pub fn take_contents(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.contents)
+    }
+
+    /// Appends the value `contents`, then `statements`, in one write; syncs them to disk
+    /// (with everything written before) if one of the statements binds the node (PREPARE
+    /// or CONFIRM, see the module doc). Returns whether it synced.
     pub fn record<'a>(
         &mut self,
+        contents: &[Arc<[u8]>],
         statements: impl IntoIterator<Item = &'a Statement>,
     ) -> Result<bool, JournalError> {
         let mut buf = Vec::new();
+        for content in contents {
+            write_content(&mut buf, content);
+        }
         let mut sync = false;
         for st in statements {
             serde_json::to_writer(&mut buf, st).expect("statements serialize");
@@ -160,22 +193,32 @@ impl Journal {
     }
 
     /// Once the journal is large, rewrites it with only `keep` (the statements of slots
-    /// still undecided, and the EXTERNALIZE of the decided slots still answered).
+    /// still undecided, and the EXTERNALIZE of the decided slots still answered) and the
+    /// value `contents` they need. Returns whether it rewrote.
     pub fn compact_if_large<'a>(
         &mut self,
         keep: impl IntoIterator<Item = &'a Statement>,
-    ) -> Result<(), JournalError> {
+        contents: &[Arc<[u8]>],
+    ) -> Result<bool, JournalError> {
         if !self.is_large() {
-            return Ok(());
+            return Ok(false);
         }
-        self.rewrite(keep)
+        self.rewrite(keep, contents).map(|()| true)
     }
 
-    /// Atomically replaces the journal with `keep`: temp file, fsync, rename, fsync dir.
-    fn rewrite<'a>(&mut self, keep: impl IntoIterator<Item = &'a Statement>) -> Result<(), JournalError> {
+    /// Atomically replaces the journal with `contents` and `keep`: temp file, fsync,
+    /// rename, fsync dir.
+    fn rewrite<'a>(
+        &mut self,
+        keep: impl IntoIterator<Item = &'a Statement>,
+        contents: &[Arc<[u8]>],
+    ) -> Result<(), JournalError> {
         let io_err =
             |operation, source| JournalError::Io(IoFailure { operation, path: self.path.clone(), source });
         let mut buf = Vec::new();
+        for content in contents {
+            write_content(&mut buf, content);
+        }
         for st in keep {
             serde_json::to_writer(&mut buf, st).expect("statements serialize");
             buf.push(b'\n');
@@ -195,25 +238,35 @@ impl Journal {
     }
 }
 
-/// The latest statement per slot and kind, and whether a torn tail was skipped; a bad
-/// line is tolerated only at the very end.
-fn parse(path: &Path, text: &[u8]) -> Result<(Latest, bool), JournalError> {
+/// The latest statement per slot and kind, the value contents, and whether a torn tail
+/// was skipped; a bad line is tolerated only at the very end.
+fn parse(path: &Path, text: &[u8]) -> Result<(Latest, Vec<Vec<u8>>, bool), JournalError> {
     let mut latest = Latest::new();
+    let mut contents = Vec::new();
     let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
     let complete = lines.len().saturating_sub(1); // the part after the last '\n' is unfinished
     for (i, line) in lines.iter().enumerate() {
         if line.is_empty() {
             continue;
         }
+        let content = || {
+            let line = serde_json::from_slice::<ContentLine>(line).ok()?;
+            crate::hash::unbase64(&line.content)
+        };
         match serde_json::from_slice::<Statement>(line) {
             Ok(st) if i < complete => {
                 latest.insert(key(&st), st);
             }
-            _ if i + 1 >= complete => return Ok((latest, true)), // torn: the last line or the unfinished tail
+            Err(_) if i < complete && line.starts_with(b"{\"content\"") => match content() {
+                Some(bytes) => contents.push(bytes),
+                None if i + 1 >= complete => return Ok((latest, contents, true)),
+                None => return Err(JournalError::Corrupt { path: path.to_path_buf(), line: i + 1 }),
+            },
+            _ if i + 1 >= complete => return Ok((latest, contents, true)), // torn: the last line or the unfinished tail
             _ => return Err(JournalError::Corrupt { path: path.to_path_buf(), line: i + 1 }),
         }
     }
-    Ok((latest, false))
+    Ok((latest, contents, false))
 }
 
 #[cfg(test)]
@@ -246,8 +299,8 @@ mod tests {
         let dir = temp_dir("reopen");
         let (mut j, latest) = Journal::open(&dir, 7).expect("open");
         assert!(latest.is_empty());
-        j.record(&[st(1, 1), st(2, 1)]).expect("record");
-        j.record(&[st(1, 2)]).expect("record");
+        j.record(&[], &[st(1, 1), st(2, 1)]).expect("record");
+        j.record(&[], &[st(1, 2)]).expect("record");
         drop(j);
         let (_, latest) = Journal::open(&dir, 7).expect("reopen");
         assert_eq!(latest.into_values().collect::<Vec<_>>(), vec![st(1, 2), st(2, 1)]);
@@ -258,7 +311,7 @@ mod tests {
     fn a_torn_tail_is_dropped_and_damage_elsewhere_refused() {
         let dir = temp_dir("torn");
         let (mut j, _) = Journal::open(&dir, 7).expect("open");
-        j.record(&[st(1, 1), st(1, 2)]).expect("record");
+        j.record(&[], &[st(1, 1), st(1, 2)]).expect("record");
         let path = j.path().to_path_buf();
         drop(j);
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
@@ -266,12 +319,37 @@ mod tests {
         drop(f);
         let (mut j, latest) = Journal::open(&dir, 7).expect("a torn tail is tolerated");
         assert_eq!(latest[&(1, true)], st(1, 2));
-        j.record(&[st(1, 3)]).expect("appends cleanly after the repair");
+        j.record(&[], &[st(1, 3)]).expect("appends cleanly after the repair");
         drop(j);
         assert_eq!(Journal::open(&dir, 7).expect("reopen").1[&(1, true)], st(1, 3));
         let text = fs::read_to_string(&path).expect("read");
         fs::write(&path, format!("garbage\n{text}")).expect("write");
         assert!(matches!(Journal::open(&dir, 7), Err(JournalError::Corrupt { line: 1, .. })));
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn value_contents_are_kept_with_the_statements_and_a_torn_one_dropped() {
+        let dir = temp_dir("contents");
+        let (mut j, _) = Journal::open(&dir, 7).expect("open");
+        let (a, b): (Arc<[u8]>, Arc<[u8]>) = (b"batch a".as_slice().into(), b"batch b".as_slice().into());
+        j.record(std::slice::from_ref(&a), &[st(1, 1)]).expect("record");
+        j.record(&[b], &[st(2, 1)]).expect("record");
+        let path = j.path().to_path_buf();
+        drop(j);
+        let (mut j, latest) = Journal::open(&dir, 7).expect("reopen");
+        assert_eq!(latest.len(), 2);
+        assert_eq!(j.take_contents(), vec![b"batch a".to_vec(), b"batch b".to_vec()]);
+        assert!(j.take_contents().is_empty(), "given once");
+        j.bytes = COMPACT_AT;
+        assert!(j.compact_if_large(&[st(1, 1)], &[a]).expect("compact"));
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(b"{\"content\":\"YmF0Y2gg").expect("write");
+        drop(f);
+        let (mut j, latest) = Journal::open(&dir, 7).expect("a torn content line is a torn tail");
+        assert_eq!(latest.into_values().collect::<Vec<_>>(), vec![st(1, 1)]);
+        assert_eq!(j.take_contents(), vec![b"batch a".to_vec()]);
         fs::remove_dir_all(&dir).ok();
     }
 
@@ -289,9 +367,9 @@ mod tests {
     fn each_slot_keeps_its_latest_nomination_and_ballot_statement() {
         let dir = temp_dir("kinds");
         let (mut j, _) = Journal::open(&dir, 7).expect("open");
-        assert!(!j.record(&[nominate(1, &[b"a"])]).expect("record"), "NOMINATE alone is not synced");
-        assert!(j.record(&[nominate(1, &[b"a", b"b"]), st(1, 1)]).expect("record"), "PREPARE is");
-        assert!(!j.record(&[externalize(1), nominate(2, &[b"c"])]).expect("record"));
+        assert!(!j.record(&[], &[nominate(1, &[b"a"])]).expect("record"), "NOMINATE alone is not synced");
+        assert!(j.record(&[], &[nominate(1, &[b"a", b"b"]), st(1, 1)]).expect("record"), "PREPARE is");
+        assert!(!j.record(&[], &[externalize(1), nominate(2, &[b"c"])]).expect("record"));
         drop(j);
         let latest = Journal::open(&dir, 7).expect("reopen").1;
         let expected = [
@@ -313,7 +391,7 @@ mod tests {
         assert!(!j.is_large());
         j.bytes = GROWTH * COMPACT_AT;
         assert!(j.is_large());
-        j.compact_if_large(&keep).expect("compact");
+        j.compact_if_large(&keep, &[]).expect("compact");
         assert_eq!(j.kept, j.bytes);
         assert!(!j.is_large());
         fs::remove_dir_all(&dir).ok();
@@ -324,8 +402,8 @@ mod tests {
         let dir = temp_dir("compact");
         let (mut j, _) = Journal::open(&dir, 7).expect("open");
         j.bytes = COMPACT_AT;
-        j.record(&[st(1, 1), st(2, 1)]).expect("record");
-        j.compact_if_large(&[st(2, 1)]).expect("compact");
+        j.record(&[], &[st(1, 1), st(2, 1)]).expect("record");
+        j.compact_if_large(&[st(2, 1)], &[]).expect("compact");
         drop(j);
         assert_eq!(
             Journal::open(&dir, 7).expect("reopen").1.into_values().collect::<Vec<_>>(),

@@ -272,6 +272,8 @@ pub struct Metrics {
     pub catchup_requests_sent: Counter,
     /// Slots applied from a peer's ledger during catch-up.
     pub catchup_slots_applied: Counter,
+    /// Batches asked of a peer because a statement named one not held here.
+    pub batch_fetches: Counter,
     /// Seconds per fsync of the database or ledger.
     pub fsync_seconds: Histogram,
     /// Requests waiting in the pool for a slot.
@@ -311,6 +313,7 @@ impl Metrics {
             authentication_failures: Counter::new(),
             catchup_requests_sent: Counter::new(),
             catchup_slots_applied: Counter::new(),
+            batch_fetches: Counter::new(),
             fsync_seconds: Histogram::new(FSYNC_BOUNDS),
             pool_size: Gauge::new(),
             ledger_slot: Gauge::new(),
@@ -409,6 +412,11 @@ impl Metrics {
             "fba_catchup_slots_applied_total",
             "Slots applied from peers' ledgers by catch-up.",
             &self.catchup_slots_applied,
+        );
+        out.counter(
+            "fba_batch_fetches_total",
+            "Batches asked of a peer because its statement named one not held here.",
+            &self.batch_fetches,
         );
     }
 

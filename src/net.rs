@@ -22,8 +22,8 @@ use crate::auth::{self, AuthError, Opener, Sealer};
 use crate::quorum::NodeId;
 use crate::ratelimit::Buckets;
 use crate::rng::Rng;
-use crate::scp::Statement;
-use crate::wallet::{Reply, Request};
+use crate::scp::{Statement, Value};
+use crate::wallet::{Batch, Reply, Request};
 use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -51,6 +51,19 @@ pub enum Message {
     Flood {
         /// The requests.
         requests: Vec<Request>,
+    },
+    /// Peer to peer: the batch a value names (SCP values are digests of batches): sent
+    /// by the node that created the value before its first statement naming it, and in
+    /// answer to a [`Message::Fetch`].
+    Value {
+        /// The batch; its value is the SHA-256 of its canonical encoding.
+        batch: Batch,
+    },
+    /// Peer to peer: "send me the batches these values name" (a statement named them and
+    /// they are not here).
+    Fetch {
+        /// The values (digests) wanted.
+        values: Vec<Value>,
     },
     /// Client to node: one request.
     Request {
@@ -167,7 +180,12 @@ impl Message {
     pub fn is_peer_message(&self) -> bool {
         matches!(
             self,
-            Message::Scp { .. } | Message::Flood { .. } | Message::CatchUp { .. } | Message::Ledger { .. }
+            Message::Scp { .. }
+                | Message::Flood { .. }
+                | Message::CatchUp { .. }
+                | Message::Ledger { .. }
+                | Message::Value { .. }
+                | Message::Fetch { .. }
         )
     }
 }
@@ -274,6 +292,17 @@ pub fn decode_limited(
 /// Encodes a message as a datagram.
 pub fn encode(message: &Message) -> Vec<u8> {
     serde_json::to_vec(message).expect("messages always serialize")
+}
+
+/// The encoding of a [`Message::Value`] for a batch whose canonical encoding is `batch`
+/// (the same bytes as [`encode`] gives, without encoding the batch again).
+pub fn encode_value(batch: &[u8]) -> Vec<u8> {
+    const HEAD: &[u8] = br#"{"type":"value","batch":"#;
+    let mut out = Vec::with_capacity(HEAD.len() + batch.len() + 1);
+    out.extend_from_slice(HEAD);
+    out.extend_from_slice(batch);
+    out.push(b'}');
+    out
 }
 
 /// One datagram from the reader thread (through the verifier thread if it carried signatures).
@@ -789,6 +818,18 @@ mod tests {
         assert!(matches!(decode(b"{\"type\":\"scp\""), Err(DecodeError::BadJson(_))));
         assert!(matches!(decode(b"{\"type\":\"nope\"}"), Err(DecodeError::BadJson(_))));
         assert_eq!(decode(&vec![b'a'; MAX_DATAGRAM + 1]), Err(DecodeError::Oversized(MAX_DATAGRAM + 1)));
+    }
+
+    #[test]
+    fn a_value_message_is_encoded_from_the_batch_bytes_alike() {
+        let op = crate::wallet::Op::Get { key: "k".parse().expect("key") };
+        let batch = Batch::new(vec![Request::new(1, 2, op)]);
+        let bytes = encode_value(&batch.encode());
+        assert_eq!(bytes, encode(&Message::Value { batch: batch.clone() }));
+        assert_eq!(decode(&bytes), Ok(Datagram::Json(Message::Value { batch })));
+        let fetch = Message::Fetch { values: vec![Value::new([7u8; 32].to_vec())] };
+        assert_eq!(decode(&encode(&fetch)), Ok(Datagram::Json(fetch.clone())));
+        assert!(fetch.is_peer_message());
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod pool;
 mod recovery;
 mod status;
 mod trust;
+mod values;
 
 pub use recovery::{verify, Verified};
 
@@ -179,9 +180,11 @@ impl From<StoreError> for ServerError {
     }
 }
 
-/// The application policy SCP needs: a value is a non-empty, well-formed [`Batch`];
-/// candidates combine by union. Validity depends only on the value, so the answers for
-/// recent values are remembered: every statement about a slot carries its values again.
+/// The application policy SCP needs: a value is the digest of a non-empty, well-formed
+/// [`Batch`] this node holds ([`values`]: the shell fetches a missing batch before the core
+/// sees a statement naming it); candidates combine by union, and the composite is stored
+/// under its own digest. Validity depends only on the value, so the answers for recent
+/// values are remembered: every statement about a slot names its values again.
 ///
 /// A batch is valid only if every signed request in it verifies (and, in a keyed cluster,
 /// every request is signed): a batch carrying one forged or altered request is refused as
@@ -195,6 +198,8 @@ pub struct WalletApp {
     require_signatures: bool,
     /// Digests of requests whose signatures were verified.
     verified: std::cell::RefCell<std::collections::HashSet<crate::hash::Digest>>,
+    /// The batches values name ([`values`]).
+    values: std::cell::RefCell<values::Values>,
 }
 
 /// Values whose validity [`WalletApp`] remembers (then it starts afresh).
@@ -225,7 +230,7 @@ impl WalletApp {
     }
 
     fn batch_is_valid(&self, value: &Value) -> bool {
-        let Ok(batch) = Batch::decode(value.as_bytes()) else { return false };
+        let Some(batch) = self.values.borrow().get(value).cloned() else { return false };
         if batch.is_empty() {
             return false;
         }
@@ -250,10 +255,10 @@ impl Application for WalletApp {
         valid
     }
 
-    fn combine_candidates(&self, _slot: SlotIndex, candidates: &std::collections::BTreeSet<Value>) -> Value {
-        let batches: Vec<Batch> =
-            candidates.iter().filter_map(|v| Batch::decode(v.as_bytes()).ok()).collect();
-        Value::new(Batch::combine(&batches).encode())
+    fn combine_candidates(&self, slot: SlotIndex, candidates: &std::collections::BTreeSet<Value>) -> Value {
+        let mut values = self.values.borrow_mut();
+        let batches: Vec<Arc<Batch>> = candidates.iter().filter_map(|v| values.get(v).cloned()).collect();
+        values.create(Batch::combine(batches.iter().map(|b| &**b)), slot)
     }
 }
 
@@ -394,6 +399,8 @@ struct Server {
     replies: Vec<(SocketAddr, Format, Reply)>,
     /// Our statements not yet in the journal; nothing below is sent before they are.
     unjournaled: Vec<Statement>,
+    /// Batches our statements name, to journal before those statements.
+    unjournaled_values: Vec<Arc<[u8]>>,
     /// Peer messages to send at the next flush: to one peer, or to every peer.
     outgoing: Vec<(Option<NodeId>, Vec<u8>)>,
     /// New requests to flood to the peers at the next flush.
@@ -466,6 +473,7 @@ impl Server {
             proposed: None,
             replies: Vec::new(),
             unjournaled: Vec::new(),
+            unjournaled_values: Vec::new(),
             outgoing: Vec::new(),
             to_flood: Vec::new(),
             returning: BTreeSet::new(),
@@ -525,6 +533,11 @@ impl Server {
     fn restore(&mut self, own: Vec<Statement>) -> Result<(), ServerError> {
         let next = self.node.current_slot();
         let oldest = next.saturating_sub(self.node.config().history);
+        for content in self.journal.take_contents() {
+            if self.node.app().values.borrow_mut().restore(&content, next).is_none() {
+                self.log.warn(format_args!("recovery: a journaled batch does not decode; dropped"));
+            }
+        }
         let mut answerable = 0;
         for st in own.into_iter().filter(|st| st.slot >= oldest) {
             let decided = st.slot < next;
@@ -705,6 +718,8 @@ impl Server {
                 self.on_statement(peer, statement)?;
             }
             Message::Flood { requests } => self.on_flood(peer, requests),
+            Message::Value { batch } => self.on_value(peer, batch)?,
+            Message::Fetch { values } => self.on_fetch(peer, &values),
             Message::CatchUp { from } => self.serve_catchup(peer, from),
             Message::Ledger { last, entries } => {
                 for helper in self.on_ledger_offer(peer, last, entries)? {
@@ -841,10 +856,56 @@ impl Server {
         }
         // A peer speaking about a slot beyond our next one is ahead of us.
         self.catchup.saw(peer, statement.slot.saturating_sub(1));
+        let next = self.node.current_slot();
+        let open = next..=next.saturating_add(self.node.config().max_slots_ahead);
+        let missing = self.node.app().values.borrow().missing(&statement);
+        if !missing.is_empty() && open.contains(&statement.slot) {
+            // It names batches we lack: the core sees it once they are here.
+            let ask = self.node.app().values.borrow_mut().park(peer, statement, &missing, Instant::now());
+            if !ask.is_empty() {
+                self.metrics.batch_fetches.add(ask.len() as u64);
+                let values = ask.iter().map(|d| Value::new(d.to_vec())).collect();
+                self.outgoing.push((Some(peer), net::encode(&Message::Fetch { values })));
+            }
+            return Ok(());
+        }
+        self.deliver_statement(statement)
+    }
+
+    /// Hands a statement whose batches are all here to the core.
+    fn deliver_statement(&mut self, statement: Statement) -> Result<(), ServerError> {
+        self.node.app().values.borrow_mut().touch(&statement);
         if self.step(Input::Statement(statement))? == Some(Rejection::TooFarAhead) {
             self.request_catchup_if_behind(false);
         }
         Ok(())
+    }
+
+    /// A batch from a peer (announced, or fetched): kept within the peer's bounds, and
+    /// the statements that waited for it go to the core.
+    fn on_value(&mut self, peer: NodeId, batch: Batch) -> Result<(), ServerError> {
+        let slot = self.node.current_slot();
+        let ready = {
+            let mut values = self.node.app().values.borrow_mut();
+            if !values.offer(peer, batch, slot) {
+                return Ok(());
+            }
+            values.ready()
+        };
+        for (_, statement) in ready {
+            self.deliver_statement(statement)?;
+        }
+        Ok(())
+    }
+
+    /// A peer asks for batches its statements' senders named: those held are sent.
+    fn on_fetch(&mut self, peer: NodeId, wanted: &[Value]) {
+        let values = self.node.app().values.borrow();
+        for digest in wanted.iter().take(values::MAX_FETCH).filter_map(values::digest_of) {
+            if let Some(bytes) = values.bytes(&digest) {
+                self.outgoing.push((Some(peer), net::encode_value(bytes)));
+            }
+        }
     }
 
     fn on_text(&mut self, from: SocketAddr, line: &str) {
@@ -1016,7 +1077,8 @@ impl Server {
         self.proposed = Some(slot);
         self.filling_since = None;
         self.observer.nominated(slot);
-        self.step(Input::Propose(Value::new(batch.encode()))).map(drop)
+        let value = self.node.app().values.borrow_mut().create(batch, slot);
+        self.step(Input::Propose(value)).map(drop)
     }
 
     /// What orders the proposal for `slot` ([`pool::Pool::next_batch`]): the previous
@@ -1071,6 +1133,14 @@ impl Server {
                     if let Pledges::Externalize { commit, .. } = &st.pledges {
                         self.observer.externalized(st.slot, commit.counter);
                     }
+                    let (announce, journal) = {
+                        let mut values = self.node.app().values.borrow_mut();
+                        (values.announce(&st), values.unjournaled(&st))
+                    };
+                    // The batch of a value we created goes out before the first statement
+                    // naming it, and into the journal with it.
+                    self.outgoing.extend(announce.iter().map(|bytes| (None, net::encode_value(bytes))));
+                    self.unjournaled_values.extend(journal);
                     self.unjournaled.push(st.clone());
                     self.outgoing.push((None, net::encode(&Message::Scp { statement: st })));
                 }
@@ -1100,12 +1170,17 @@ impl Server {
     /// replies.
     fn flush(&mut self) -> Result<(), ServerError> {
         self.gate.set_closed(self.pool.full_peers());
-        if !self.unjournaled.is_empty() {
+        if !self.unjournaled.is_empty() || !self.unjournaled_values.is_empty() {
             let started = Instant::now();
-            if self.journal.record(&self.unjournaled).map_err(ServerError::Journal)? {
+            if self
+                .journal
+                .record(&self.unjournaled_values, &self.unjournaled)
+                .map_err(ServerError::Journal)?
+            {
                 self.metrics.fsync_seconds.observe_duration(started.elapsed());
             }
             self.unjournaled.clear();
+            self.unjournaled_values.clear();
         }
         for (to, bytes) in std::mem::take(&mut self.outgoing) {
             match to {
@@ -1129,18 +1204,33 @@ impl Server {
             return Ok(());
         }
         let next = self.node.current_slot();
-        let open = (next..=next + self.node.config().max_slots_ahead)
-            .flat_map(|slot| self.node.own_statements(slot));
-        let keep: Vec<Statement> = self.node.decided_statements().cloned().chain(open).collect();
-        self.journal.compact_if_large(&keep).map_err(ServerError::Journal)
+        let open: Vec<Statement> = (next..=next + self.node.config().max_slots_ahead)
+            .flat_map(|slot| self.node.own_statements(slot))
+            .collect();
+        let keep: Vec<Statement> = self.node.decided_statements().chain(&open).cloned().collect();
+        // The batches the undecided slots' statements name; a decided slot's batch is in
+        // the ledger (laggards that lack it catch up from ledgers).
+        let mut values = self.node.app().values.borrow_mut();
+        let mut contents: Vec<Arc<[u8]>> = Vec::new();
+        for digest in open.iter().flat_map(|st| st.pledges.values()).filter_map(values::digest_of) {
+            if let Some(bytes) = values.bytes(&digest).filter(|b| !contents.contains(b)) {
+                contents.push(bytes.clone());
+            }
+        }
+        if self.journal.compact_if_large(&keep, &contents).map_err(ServerError::Journal)? {
+            values.journal_rewritten(&open);
+        }
+        Ok(())
     }
 
     /// An externalized slot: log it durably, apply it, write the database, reply.
     fn apply(&mut self, slot: SlotIndex, value: &Value) -> Result<(), ServerError> {
-        let batch = Batch::decode(value.as_bytes()).unwrap_or_else(|e| {
-            // Only values our application validated can be externalized.
-            panic!("externalized an invalid batch in slot {slot}: {e}")
+        let batch = self.node.app().values.borrow().get(value).cloned().unwrap_or_else(|| {
+            // Only values our application validated, hence holds, can be externalized.
+            panic!("externalized slot {slot} with value {value:?}, whose batch is not here")
         });
+        let oldest = slot.saturating_sub(self.node.config().history);
+        self.node.app().values.borrow_mut().prune(oldest, slot + 1, Instant::now());
         self.log.protocol(format_args!("EXTERNALIZE slot={slot} value={value:?} ({} requests)", batch.len()));
         self.returning = returning_clients(&batch);
         self.slot_decided(slot, &batch);

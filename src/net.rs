@@ -294,6 +294,38 @@ pub fn encode(message: &Message) -> Vec<u8> {
     serde_json::to_vec(message).expect("messages always serialize")
 }
 
+/// The encodings of [`Message::Flood`]s carrying `requests`, in order, each at most
+/// `limit` bytes and `max_count` requests (a request too large on its own, which a node
+/// never takes from a client, is left out).
+pub fn encode_floods(requests: &[Request], limit: usize, max_count: usize) -> Vec<Vec<u8>> {
+    const HEAD: &[u8] = br#"{"type":"flood","requests":["#;
+    const TAIL: &[u8] = b"]}";
+    let mut out = Vec::new();
+    let mut current: Vec<u8> = HEAD.to_vec();
+    let mut count = 0;
+    for request in requests {
+        let bytes = serde_json::to_vec(request).expect("requests always serialize");
+        if HEAD.len() + bytes.len() + TAIL.len() > limit {
+            continue;
+        }
+        if count == max_count || current.len() + 1 + bytes.len() + TAIL.len() > limit {
+            current.extend_from_slice(TAIL);
+            out.push(std::mem::replace(&mut current, HEAD.to_vec()));
+            count = 0;
+        }
+        if count > 0 {
+            current.push(b',');
+        }
+        current.extend_from_slice(&bytes);
+        count += 1;
+    }
+    if count > 0 {
+        current.extend_from_slice(TAIL);
+        out.push(current);
+    }
+    out
+}
+
 /// The encoding of a [`Message::Value`] for a batch whose canonical encoding is `batch`
 /// (the same bytes as [`encode`] gives, without encoding the batch again).
 pub fn encode_value(batch: &[u8]) -> Vec<u8> {
@@ -818,6 +850,35 @@ mod tests {
         assert!(matches!(decode(b"{\"type\":\"scp\""), Err(DecodeError::BadJson(_))));
         assert!(matches!(decode(b"{\"type\":\"nope\"}"), Err(DecodeError::BadJson(_))));
         assert_eq!(decode(&vec![b'a'; MAX_DATAGRAM + 1]), Err(DecodeError::Oversized(MAX_DATAGRAM + 1)));
+    }
+
+    #[test]
+    fn floods_are_cut_to_fit_a_datagram() {
+        let key = "k".repeat(60);
+        let requests: Vec<Request> = (0..500)
+            .map(|i| {
+                let op = crate::wallet::Op::Set {
+                    key: key.parse().expect("key"),
+                    amount: "$1".parse().expect("amount"),
+                };
+                Request::new(i, 1, op)
+            })
+            .collect();
+        let floods = encode_floods(&requests, 4_000, 64);
+        assert!(floods.len() > 500 * 60 / 4_000, "{} floods", floods.len());
+        let mut seen = Vec::new();
+        for bytes in &floods {
+            assert!(bytes.len() <= 4_000);
+            let Ok(Datagram::Json(Message::Flood { requests })) = decode(bytes) else {
+                panic!("not a flood")
+            };
+            assert_eq!(bytes, &encode(&Message::Flood { requests: requests.clone() }));
+            assert!(requests.len() <= 64);
+            seen.extend(requests);
+        }
+        assert_eq!(seen, requests, "every request, in order");
+        assert_eq!(encode_floods(&requests[..3], 4_000, 2).len(), 2, "the count cap");
+        assert!(encode_floods(&requests[..1], 50, 64).is_empty(), "too large alone");
     }
 
     #[test]

@@ -80,7 +80,7 @@ const BULK_BURST: usize = 4;
 /// Floods queued for the protocol thread; beyond this the verifier waits, its own queue
 /// fills and the reader drops floods (their nodes flood them again).
 const BULK_QUEUE: usize = 256;
-/// Requests per flood datagram.
+/// Most requests per flood datagram (fewer when they would not fit one).
 const FLOOD_CHUNK: usize = 64;
 
 /// Why a node could not start or had to stop.
@@ -541,6 +541,16 @@ impl Server {
         let mut answerable = 0;
         for st in own.into_iter().filter(|st| st.slot >= oldest) {
             let decided = st.slot < next;
+            if !decided && !self.node.app().values.borrow().resolves(&st) {
+                // Written by a version that put whole batches in statements (a batch is
+                // journaled before the first statement naming it, so nothing else lacks
+                // one): the core could never resolve it.
+                self.log.warn(format_args!(
+                    "recovery: journal statement for slot {} names a batch this node does not hold; not restored",
+                    st.slot
+                ));
+                continue;
+            }
             if !decided {
                 self.log.protocol(format_args!(
                     "restore {} slot={} {}",
@@ -1004,8 +1014,8 @@ impl Server {
     /// addresses of requests no longer pending, catch up if behind, spot silent peers.
     fn housekeeping(&mut self) {
         let stale = self.pool.stale_for_reflood(Instant::now());
-        for chunk in stale.chunks(FLOOD_CHUNK) {
-            self.broadcast(&net::encode(&Message::Flood { requests: chunk.to_vec() }));
+        for flood in net::encode_floods(&stale, self.outbox.peer_payload_limit(), FLOOD_CHUNK) {
+            self.broadcast(&flood);
         }
         let pool = &self.pool;
         self.waiting.retain(|id, _| pool.contains(id));
@@ -1188,8 +1198,9 @@ impl Server {
                 None => self.broadcast(&bytes),
             }
         }
-        for chunk in std::mem::take(&mut self.to_flood).chunks(FLOOD_CHUNK) {
-            self.broadcast(&net::encode(&Message::Flood { requests: chunk.to_vec() }));
+        let to_flood = std::mem::take(&mut self.to_flood);
+        for flood in net::encode_floods(&to_flood, self.outbox.peer_payload_limit(), FLOOD_CHUNK) {
+            self.broadcast(&flood);
         }
         for (addr, format, reply) in std::mem::take(&mut self.replies) {
             self.reply(addr, format, &reply);

@@ -224,7 +224,7 @@ fn many_operations_in_one_request_apply_in_order_each_with_its_result() {
     assert!(stdout(&out).contains("2 results: OK bar=$1; OK foo=$12 bar=$4"), "{}", stdout(&out));
     cluster.wait_dbs(&[0, 1, 2, 3], r#"{"foo": "$12", "bar": "$4"}"#);
     // Too large for a slot's fair share: refused, nothing applied.
-    let big = vec!["deposit some-rather-long-wallet-name 1"; 100].join(", ");
+    let big = vec!["deposit some-rather-long-wallet-name 1"; 250].join(", ");
     cluster
         .client_in(0, &home)
         .args(["--many", &big])

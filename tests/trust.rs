@@ -12,13 +12,18 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use support::{parse_db, wait_for, Cluster};
 
-/// A value nobody proposed: a batch that would set `forged` to $1,000,000.
-fn forged_value() -> Value {
+/// A batch nobody proposed: it would set `forged` to $1,000,000.
+fn forged_batch() -> Vec<u8> {
     let request: fba::wallet::Request = serde_json::from_str(
         r#"{"client":666,"seq":1,"op":{"type":"set","key":"forged","amount":"$1000000"}}"#,
     )
     .expect("a request");
-    Value::new(fba::wallet::Batch::new(vec![request]).encode())
+    fba::wallet::Batch::new(vec![request]).encode()
+}
+
+/// The value naming [`forged_batch`] (values are digests of batches).
+fn forged_value() -> Value {
+    Value::new(fba::hash::sha256(&forged_batch()).to_vec())
 }
 
 /// EXTERNALIZE of the forged value for `slot` in the name of `node`: two of these from
@@ -81,15 +86,22 @@ fn forged_peer_datagrams_change_nothing_in_a_keyed_cluster() {
     // proposed, in the names of two live peers, from their own (forged) addresses.
     let mut forged = 0;
     let mut spoofed = true;
-    for from in [ports[1], ports[2]] {
-        let bytes = forged_externalize(from, next_slot, &ports);
-        if let Err(why) = spoof(from, ports[0], &bytes) {
-            eprintln!("cannot forge source addresses here ({why}); sending from a plain socket instead");
-            spoofed = false;
-            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            socket.send_to(&bytes, ("127.0.0.1", ports[0])).expect("send");
+    // The first forger also sends the batch (values travel by hash; the node needs it
+    // once). Five forged datagrams in all: the node logs up to five drops of a kind a
+    // second, so each one shows.
+    let batch = net::encode_value(&forged_batch());
+    for (from, with_batch) in [(ports[1], true), (ports[2], false)] {
+        let statement = forged_externalize(from, next_slot, &ports);
+        let datagrams = if with_batch { vec![batch.clone(), statement] } else { vec![statement] };
+        for bytes in datagrams {
+            if let Err(why) = spoof(from, ports[0], &bytes) {
+                eprintln!("cannot forge source addresses here ({why}); sending from a plain socket instead");
+                spoofed = false;
+                let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+                socket.send_to(&bytes, ("127.0.0.1", ports[0])).expect("send");
+            }
+            forged += 1;
         }
-        forged += 1;
     }
     // The same statement wrapped in a seal made with a key nobody configured, and a
     // genuine-looking seal truncated: refused by the authenticator.

@@ -33,8 +33,8 @@ const STALL: Duration = Duration::from_secs(10);
 /// left within a few hundred milliseconds.
 const NODE_ATTEMPTS: u32 = 3;
 /// Largest `--batch`: a `many` request of this many operations stays within
-/// [`fba::wallet::MAX_REQUEST_BYTES`] (3 KiB) with keys of up to a million (`--keys`).
-const MAX_BATCH: usize = 50;
+/// [`fba::wallet::MAX_REQUEST_BYTES`] (12 KiB) with keys of up to a million (`--keys`).
+const MAX_BATCH: usize = 200;
 /// How often the progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// How often the progress watcher looks at the counts.
@@ -60,7 +60,7 @@ struct Args {
     #[arg(long, default_value_t = 20_000)]
     requests: u64,
     /// Operations per request: above 1, each request is one `many` request of this many
-    /// operations (applied in order in one slot, each with its own result); at most 50.
+    /// operations (applied in order in one slot, each with its own result); at most 200.
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Distinct wallet keys.
@@ -530,7 +530,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if !(1..=MAX_BATCH).contains(&args.batch) {
-        eprintln!("fba_bench: --batch must be 1 to {MAX_BATCH} (a request carries at most 3 KiB)");
+        eprintln!("fba_bench: --batch must be 1 to {MAX_BATCH} (a request carries at most 12 KiB)");
         return ExitCode::FAILURE;
     }
     let (mut cluster, targets, floor_dir) = if args.targets.is_empty() {

@@ -761,7 +761,7 @@ mod tests {
         pool.retain_new(|r| r.client < 1_000);
         assert_eq!(batch(&pool, b"seed").len(), MAX_BATCH_REQUESTS / 4, "alone, still a quarter");
         let mut own = super::Pool::new(10_000, 3);
-        for client in 0..500 {
+        for client in 0..MAX_BATCH_REQUESTS as u64 + 100 {
             own.admit(req(client, 1, 1), Source::Client, now).expect("pooled");
         }
         assert_eq!(batch(&own, b"seed").len(), MAX_BATCH_REQUESTS, "our own clients may fill it");

@@ -153,6 +153,11 @@ impl Values {
         missing
     }
 
+    /// Whether every value `statement` names is a digest of a batch held here.
+    pub fn resolves(&self, statement: &Statement) -> bool {
+        statement.pledges.values().into_iter().all(|v| self.get(v).is_some())
+    }
+
     /// Marks the batches a statement names as in use up to its slot (and no longer
     /// unsolicited), so pruning keeps them.
     pub fn touch(&mut self, statement: &Statement) {

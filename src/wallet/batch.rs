@@ -283,8 +283,10 @@ mod tests {
     #[test]
     fn combining_full_candidates_gives_each_a_fair_share() {
         let op = || crate::wallet::parse_text("get x").expect("op");
-        let junk = Batch::new((1..=200).map(|c| Request::new(c, 1, op()).with_session(1)).collect());
-        let real = Batch::new((10_000..10_200).map(|c| Request::new(c, 1, op()).with_session(1)).collect());
+        let full = MAX_BATCH_REQUESTS as u64 + 50;
+        let junk = Batch::new((1..=full).map(|c| Request::new(c, 1, op()).with_session(1)).collect());
+        let real =
+            Batch::new((10_000..10_000 + full).map(|c| Request::new(c, 1, op()).with_session(1)).collect());
         assert_eq!(junk.len(), MAX_BATCH_REQUESTS);
         let combined = Batch::combine([&junk, &real]);
         let reals = combined.requests().iter().filter(|r| r.client >= 10_000).count();
@@ -294,7 +296,7 @@ mod tests {
         // A session's smaller seqs come along with a larger one, never after it.
         let a = Batch::new(vec![Request::new(5, 2, op()).with_session(1)]);
         let b = Batch::new(
-            (100..300)
+            (100..100 + MAX_BATCH_REQUESTS as u64)
                 .map(|c| Request::new(c, 1, op()).with_session(1))
                 .chain([Request::new(5, 1, op()).with_session(1)])
                 .collect(),
@@ -353,7 +355,8 @@ mod tests {
 
     #[test]
     fn a_client_never_loses_a_smaller_seq_to_the_cap() {
-        let requests: Vec<_> = (0..400).map(|i| request(5, 400 - i, deposit("k", "1"))).collect();
+        let n = MAX_BATCH_REQUESTS as u64 + 100;
+        let requests: Vec<_> = (0..n).map(|i| request(5, n - i, deposit("k", "1"))).collect();
         let batch = Batch::new(requests);
         let seqs: Vec<_> = batch.requests().iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=MAX_BATCH_REQUESTS as u64).collect::<Vec<_>>());

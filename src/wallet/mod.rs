@@ -157,12 +157,16 @@ const _: () = assert!(2 * MAX_AMOUNT_CENTS < 1 << 53);
 pub const MAX_KEY_CHARS: usize = 64;
 
 /// The most requests one [`Batch`] may hold.
-pub const MAX_BATCH_REQUESTS: usize = 128;
+pub const MAX_BATCH_REQUESTS: usize = 512;
 
-/// The most bytes the encoding of one [`Batch`] may have: the largest value an SCP
-/// statement may carry ([`crate::scp::MAX_VALUE_BYTES`]), so that every statement about a
-/// batch fits in a datagram.
-pub const MAX_BATCH_BYTES: usize = crate::scp::MAX_VALUE_BYTES;
+/// The most bytes the encoding of one [`Batch`] may have. SCP statements name a batch by
+/// its digest, and the batch itself travels alone (a `value` message, or one entry of a
+/// catch-up answer), so it only has to fit one datagram with its envelope and
+/// authenticator ([`crate::net::MAX_DATAGRAM`]).
+pub const MAX_BATCH_BYTES: usize = 48 * 1024;
+
+// A batch in its `value` message (or a catch-up answer), sealed, fits a datagram.
+const _: () = assert!(MAX_BATCH_BYTES + 1024 + crate::auth::OVERHEAD <= crate::net::MAX_DATAGRAM);
 
 /// How many sessions (registered ones and plain-text clients) a [`Wallet`] holds by
 /// default.
@@ -178,7 +182,7 @@ pub const MAX_MANY_OPS: usize = 256;
 
 /// Largest encoded request a node takes from a client: a quarter of a slot's batch, the
 /// share a peer's requests get in a four-node cluster's proposals, so that any node can
-/// propose it (about 60 operations of a `many` request).
+/// propose it (12 KiB: a `many` request of 256 short operations).
 pub const MAX_REQUEST_BYTES: usize = MAX_BATCH_BYTES / 4;
 
 /// The bit set in the client ids of plain-text clients (which have no sessions); ids

@@ -52,7 +52,8 @@ pub enum Attack {
     RegisterChurn,
     /// (d) Equivocates as an SCP participant: each round, a different valid junk batch to
     /// each peer in NOMINATE and PREPARE/CONFIRM statements for the current slot, with
-    /// counters at `u32::MAX`.
+    /// counters at `u32::MAX`; it announces those batches, and also names digests of
+    /// batches it never sends (honest nodes park those statements and fetch in vain).
     Equivocate,
     /// (e) Mute: sends nothing but catch-up requests, as fast as its pace allows.
     Mute,
@@ -211,6 +212,20 @@ impl Shared {
         for (id, addr) in &self.peers {
             self.send(*id, *addr, message);
         }
+    }
+
+    /// Sends every honest node `batch` (a `value` message) and returns the value naming
+    /// it, as a node announces the batches it proposes.
+    fn announce(&self, batch: &Batch) -> Value {
+        let bytes = batch.encode();
+        for (id, addr) in &self.peers {
+            let Some(sealed) = self.sealer.seal(*id, &net::encode_value(&bytes)) else { continue };
+            if self.socket.send_to(&sealed, addr).is_ok() {
+                Stats::add(&self.stats.sent, 1);
+                Stats::add(&self.stats.sent_bytes, sealed.len() as u64);
+            }
+        }
+        Value::new(fba::hash::sha256(&bytes).to_vec())
     }
 
     /// A statement of ours.
@@ -421,7 +436,7 @@ fn rewrite(shared: &Shared) {
             let forged: Vec<Request> = victims.iter().flat_map(|r| rewrites(r, &mallory)).collect();
             Stats::add(&shared.stats.forged, forged.len() as u64);
             shared.broadcast(&Message::Flood { requests: forged.clone() });
-            let value = Value::new(Batch::new(forged).encode());
+            let value = shared.announce(&Batch::new(forged));
             let pledges = Pledges::Nominate { voted: BTreeSet::from([value]), accepted: BTreeSet::new() };
             shared.broadcast(&shared.statement(shared.current_slot(), pledges));
         }
@@ -586,7 +601,8 @@ fn equivocate(shared: &Shared) {
         let slot = shared.current_slot();
         for &(id, addr) in &shared.peers {
             for slot in [slot, slot + 1] {
-                let (v, w) = (junk_value(&keys, &mut rng, shared), junk_value(&keys, &mut rng, shared));
+                // One batch sent, one withheld: honest nodes fetch it in vain.
+                let (v, w) = (junk_value(&keys, &mut rng, shared), withheld_value(&mut rng));
                 let nominate =
                     Pledges::Nominate { voted: BTreeSet::from([v.clone()]), accepted: BTreeSet::from([w]) };
                 shared.send(id, addr, &shared.statement(slot, nominate));
@@ -607,7 +623,13 @@ fn junk_value(keys: &[ClientKey], rng: &mut Rng, shared: &Shared) -> Value {
         })
         .collect();
     Stats::add(&shared.stats.forged, 2);
-    Value::new(Batch::new(requests).encode())
+    shared.announce(&Batch::new(requests))
+}
+
+/// A value naming a batch nobody was ever sent (the attacker withholds it).
+fn withheld_value(rng: &mut Rng) -> Value {
+    let bytes: Vec<u8> = (0..4).flat_map(|_| rng.next_u64().to_be_bytes()).collect();
+    Value::new(bytes)
 }
 
 /// A ballot statement about `value` with absurd counters, by round.
@@ -657,8 +679,8 @@ fn mute(shared: &Shared) {
 
 /// Future slots offered in one sweep.
 const OFFER_SLOTS: u64 = 4_096;
-/// Ledger entries per datagram (each batch is close to 12 KiB).
-const OFFER_ENTRIES: usize = 4;
+/// Ledger entries per datagram (each batch is close to 48 KiB, so one fills a datagram).
+const OFFER_ENTRIES: usize = 1;
 /// Datagrams per second to each honest node.
 const OFFER_RATE: f64 = 500.0;
 /// A new sweep (with new junk) this often.
@@ -692,7 +714,7 @@ fn ledger_offers(shared: &Shared) {
     }
 }
 
-/// A well-formed batch of 128 short unsigned requests (as many as a batch may hold),
+/// A well-formed batch of 512 short unsigned requests (as many as a batch may hold),
 /// near the byte cap: cheap to send, as costly as possible to keep.
 fn junk_batch(salt: u64) -> Batch {
     let requests = (0..fba::wallet::MAX_BATCH_REQUESTS as u64)

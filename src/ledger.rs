@@ -275,7 +275,7 @@ pub fn chain_hash(prev: &Digest, slot: u64, batch_bytes: &[u8]) -> Digest {
 /// `prev`: its hash must be the chain hash of `prev`, its slot and its batch. The caller
 /// checks that the slot is the one it expects next.
 pub fn verify_entry(prev: &Digest, entry: &Entry) -> bool {
-    chain_hash(prev, entry.slot, &entry.batch.encode()) == entry.hash
+    chain_hash(prev, entry.slot, entry.batch.encode()) == entry.hash
 }
 
 /// The line for an entry, newline included.
@@ -572,8 +572,8 @@ impl Ledger {
             return Err(LedgerError::OutOfOrder { expected, got: slot });
         }
         let batch_bytes = batch.encode();
-        let hash = chain_hash(&self.last_hash, slot, &batch_bytes);
-        let line = encode_line(slot, &hash, &batch_bytes);
+        let hash = chain_hash(&self.last_hash, slot, batch_bytes);
+        let line = encode_line(slot, &hash, batch_bytes);
         let written = match self.file.write_all(&line) {
             Ok(()) => self.file.sync_data().map_err(io_error("sync ledger file", &self.path)),
             Err(e) => Err(io_error("append to ledger file", &self.path)(e)),
@@ -819,7 +819,7 @@ mod tests {
         (1..=n)
             .map(|slot| {
                 let batch = batch(slot);
-                prev = chain_hash(&prev, slot, &batch.encode());
+                prev = chain_hash(&prev, slot, batch.encode());
                 Entry { slot, batch, hash: prev }
             })
             .collect()
@@ -834,7 +834,7 @@ mod tests {
     fn chain_hash_is_pinned() {
         // Computed independently with Python's hashlib:
         // sha256(b"fba-ledger" + prev + slot.to_bytes(8, "big") + batch_bytes).
-        let empty = Batch::empty().encode();
+        let empty = Batch::empty().encode().to_vec();
         let first = chain_hash(&GENESIS, 1, &empty);
         assert_eq!(hex(&first), "1701e88ba0f5d0987ab04229e8b5ba2d0720b692aa35c13a851f36ffc62755d1");
         let bytes =
@@ -888,7 +888,7 @@ mod tests {
         assert_eq!(recovery, Recovery::Clean);
         assert_eq!((ledger.len(), ledger.last_hash()), (9, expected[8].hash));
         assert_eq!(replayed(&ledger), expected);
-        let next = chain_hash(&expected[8].hash, 10, &batch(10).encode());
+        let next = chain_hash(&expected[8].hash, 10, batch(10).encode());
         assert_eq!(ledger.append(10, &batch(10)).unwrap(), next);
         assert_eq!(lines(&scratch.read()).len(), 10);
     }

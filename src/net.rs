@@ -885,7 +885,7 @@ mod tests {
     fn a_value_message_is_encoded_from_the_batch_bytes_alike() {
         let op = crate::wallet::Op::Get { key: "k".parse().expect("key") };
         let batch = Batch::new(vec![Request::new(1, 2, op)]);
-        let bytes = encode_value(&batch.encode());
+        let bytes = encode_value(batch.encode());
         assert_eq!(bytes, encode(&Message::Value { batch: batch.clone() }));
         assert_eq!(decode(&bytes), Ok(Datagram::Json(Message::Value { batch })));
         let fetch = Message::Fetch { values: vec![Value::new([7u8; 32].to_vec())] };

@@ -17,7 +17,7 @@ const BLAST: usize = 100_000;
 fn valid_value_bytes() -> Vec<u8> {
     let request: fba::wallet::Request =
         serde_json::from_str(r#"{"client":1,"seq":1,"op":{"type":"get","key":"x"}}"#).expect("a request");
-    fba::wallet::Batch::new(vec![request]).encode()
+    fba::wallet::Batch::new(vec![request]).encode().to_vec()
 }
 
 /// The digest naming the valid batch: what statements carry as its value.

@@ -18,7 +18,7 @@ fn forged_batch() -> Vec<u8> {
         r#"{"client":666,"seq":1,"op":{"type":"set","key":"forged","amount":"$1000000"}}"#,
     )
     .expect("a request");
-    fba::wallet::Batch::new(vec![request]).encode()
+    fba::wallet::Batch::new(vec![request]).encode().to_vec()
 }
 
 /// The value naming [`forged_batch`] (values are digests of batches).

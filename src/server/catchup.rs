@@ -381,7 +381,7 @@ mod tests {
     /// Offers for slot 1 (after the genesis hash): `honest` peers offer the real batch,
     /// `liars` a forged one (chaining correctly, so only the vouching rule stops it).
     fn offers(honest: &[u64], liars: &[u64]) -> BTreeMap<NodeId, (Digest, Batch)> {
-        let entry = |b: Batch| (chain_hash(&[0; 32], 1, &b.encode()), b);
+        let entry = |b: Batch| (chain_hash(&[0; 32], 1, b.encode()), b);
         let real = ids(honest).into_iter().map(|n| (n, entry(batch("real"))));
         real.chain(ids(liars).into_iter().map(|n| (n, entry(batch("forged"))))).collect()
     }
@@ -444,7 +444,7 @@ mod tests {
     #[test]
     fn an_entry_that_does_not_chain_is_refused_whoever_vouches() {
         let q = QuorumSet::new(3, ids(&[1, 2, 3, 4]));
-        let wrong = (chain_hash(&[1; 32], 1, &batch("real").encode()), batch("real"));
+        let wrong = (chain_hash(&[1; 32], 1, batch("real").encode()), batch("real"));
         let offers = ids(&[2, 3, 4]).into_iter().map(|n| (n, wrong.clone())).collect();
         assert_eq!(agreed(1, &q, &offers), None);
     }

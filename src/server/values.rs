@@ -80,7 +80,7 @@ impl Values {
     /// Stores a batch this node made (a proposal or a composite) for `slot`; returns the
     /// value naming it. It is announced with the first statement that names it.
     pub fn create(&mut self, batch: Batch, slot: SlotIndex) -> Value {
-        let bytes: Arc<[u8]> = batch.encode().into();
+        let bytes = Arc::clone(batch.encoded());
         let digest = crate::hash::sha256(&bytes);
         if !self.known.contains_key(&digest) {
             self.unannounced.insert(digest);
@@ -102,7 +102,7 @@ impl Values {
     /// we asked for it or a parked statement names it; otherwise as one of the peer's
     /// few unsolicited batches. Returns whether it is new here.
     pub fn offer(&mut self, peer: NodeId, batch: Batch, slot: SlotIndex) -> bool {
-        let bytes: Arc<[u8]> = batch.encode().into();
+        let bytes = Arc::clone(batch.encoded());
         let digest = crate::hash::sha256(&bytes);
         if self.known.contains_key(&digest) {
             return false;
@@ -325,7 +325,7 @@ mod tests {
             values.offer(NodeId(9), batch(n), 1);
         }
         assert_eq!(values.counts().0, UNSOLICITED_PER_PEER, "a peer cannot fill memory");
-        let named = Value::new(crate::hash::sha256(&batch(100).encode()).to_vec());
+        let named = Value::new(crate::hash::sha256(batch(100).encode()).to_vec());
         values.offer(NodeId(9), batch(100), 1);
         values.touch(&prepare(9, 40, &named));
         for n in 200..200 + 2 * UNSOLICITED_PER_PEER as u64 {

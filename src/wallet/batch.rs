@@ -4,14 +4,52 @@ use super::{BatchProblem, Request, SignatureError, WalletError, MAX_BATCH_BYTES,
 use crate::hash::Digest;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// The requests decided in one SCP slot: sorted by [`Request::id`] (`(client, session,
 /// seq)`), unique per id, at most [`MAX_BATCH_REQUESTS`] requests and [`MAX_BATCH_BYTES`]
 /// encoded bytes. The fields are private so that these rules always hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// A batch is encoded once, when it is made (each request serialized once, the batch's
+/// bytes joined from them): its digest, its `value` message, its ledger line and its
+/// size checks all read those bytes.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(try_from = "RawBatch")]
 pub struct Batch {
     requests: Vec<Request>,
+    /// The canonical encoding ([`Batch::encode`]).
+    encoded: Arc<[u8]>,
+}
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Batch) -> bool {
+        self.requests == other.requests
+    }
+}
+
+impl Eq for Batch {}
+
+impl std::hash::Hash for Batch {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.requests.hash(state);
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch::new(Vec::new())
+    }
+}
+
+impl Serialize for Batch {
+    /// As `{"requests":[...]}`, the canonical encoding.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shape<'a> {
+            requests: &'a [Request],
+        }
+        Shape { requests: &self.requests }.serialize(s)
+    }
 }
 
 /// The JSON shape of a batch, for decoding.
@@ -52,8 +90,21 @@ impl Batch {
     pub fn new(mut requests: Vec<Request>) -> Batch {
         requests.sort();
         requests.dedup_by(|later, earlier| later.id() == earlier.id());
-        requests.truncate(fitting_prefix(&requests));
-        Batch { requests }
+        let encoded: Vec<Vec<u8>> = requests.iter().map(encode_request).collect();
+        let fitting = fitting_prefix(encoded.iter().map(Vec::len));
+        requests.truncate(fitting);
+        let mut bytes = Vec::with_capacity(
+            BATCH_OVERHEAD + encoded[..fitting].iter().map(|e| e.len() + 1).sum::<usize>(),
+        );
+        bytes.extend_from_slice(b"{\"requests\":[");
+        for (i, request) in encoded[..fitting].iter().enumerate() {
+            if i > 0 {
+                bytes.push(b',');
+            }
+            bytes.extend_from_slice(request);
+        }
+        bytes.extend_from_slice(b"]}");
+        Batch { requests, encoded: bytes.into() }
     }
 
     /// SCP's combine step over the confirmed candidates: their union when it fits; when
@@ -64,6 +115,9 @@ impl Batch {
     /// are never decided out of order. The result depends only on the set of candidates.
     pub fn combine<'a>(batches: impl IntoIterator<Item = &'a Batch>) -> Batch {
         let mut candidates: Vec<&Batch> = batches.into_iter().collect();
+        if let [only] = candidates[..] {
+            return only.clone(); // already normal: nothing to combine
+        }
         let union = Batch::new(candidates.iter().flat_map(|b| b.requests.iter().cloned()).collect());
         let total: usize = candidates.iter().map(|b| b.len()).sum();
         if candidates.len() <= 1
@@ -71,7 +125,7 @@ impl Batch {
         {
             return union;
         }
-        candidates.sort_by_cached_key(|b| crate::hash::sha256(&b.encode()));
+        candidates.sort_by_cached_key(|b| crate::hash::sha256(b.encode()));
         candidates.dedup();
         Batch::new(FairCut::new(&candidates).run())
     }
@@ -125,8 +179,13 @@ impl Batch {
     }
 
     /// The canonical encoding: compact JSON, `{"requests":[...]}`.
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("batches hold only strings and integers, which always serialize")
+    pub fn encode(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// The canonical encoding, shared.
+    pub fn encoded(&self) -> &Arc<[u8]> {
+        &self.encoded
     }
 
     /// Decodes bytes written by [`Batch::encode`], checking every rule: size, JSON shape,
@@ -138,26 +197,28 @@ impl Batch {
         }
         let raw: RawBatch =
             serde_json::from_slice(bytes).map_err(|e| WalletError::Decode { reason: e.to_string() })?;
-        let batch = Batch { requests: raw.requests };
-        batch.check_rules()?;
+        check_rules(&raw.requests)?;
+        let batch = Batch::new(raw.requests);
         if batch.encode() != bytes {
             return Err(batch_error(BatchProblem::NotCanonical));
         }
         Ok(batch)
     }
-
-    /// The count and order rules.
-    fn check_rules(&self) -> Result<(), WalletError> {
-        if self.requests.len() > MAX_BATCH_REQUESTS {
-            return Err(batch_error(BatchProblem::TooManyRequests { count: self.requests.len() }));
-        }
-        let sorted = self.requests.windows(2).all(|w| w[0].id() < w[1].id());
-        if !sorted {
-            return Err(batch_error(BatchProblem::NotSorted));
-        }
-        Ok(())
-    }
 }
+
+/// The count and order rules of a decoded batch's requests.
+fn check_rules(requests: &[Request]) -> Result<(), WalletError> {
+    if requests.len() > MAX_BATCH_REQUESTS {
+        return Err(batch_error(BatchProblem::TooManyRequests { count: requests.len() }));
+    }
+    let sorted = requests.windows(2).all(|w| w[0].id() < w[1].id());
+    if !sorted {
+        return Err(batch_error(BatchProblem::NotSorted));
+    }
+    Ok(())
+}
+
+impl Batch {}
 
 /// A request of a batch whose signature is refused (see [`Batch::verify_signatures`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,7 +242,6 @@ pub(crate) fn batch_error(problem: BatchProblem) -> WalletError {
     WalletError::InvalidBatch { problem }
 }
 
-/// How many of the leading `requests` fit in one batch.
 /// How many distinct requests the candidates hold in all.
 fn dedup_len(candidates: &[&Batch], total: usize) -> usize {
     let mut ids: Vec<(u64, u64, u64)> = Vec::with_capacity(total);
@@ -256,21 +316,28 @@ impl<'a> FairCut<'a> {
     }
 }
 
-fn fitting_prefix(requests: &[Request]) -> usize {
+/// How many of the leading requests, of these encoded lengths, fit in one batch.
+fn fitting_prefix(lengths: impl ExactSizeIterator<Item = usize>) -> usize {
+    let total = lengths.len();
     let mut bytes = BATCH_OVERHEAD;
-    for (count, request) in requests.iter().enumerate() {
+    for (count, length) in lengths.enumerate() {
         let separator = usize::from(count > 0);
-        bytes += separator + encoded_len(request);
+        bytes += separator + length;
         if count == MAX_BATCH_REQUESTS || bytes > MAX_BATCH_BYTES {
             return count;
         }
     }
-    requests.len()
+    total
+}
+
+/// A request's compact JSON.
+fn encode_request(request: &Request) -> Vec<u8> {
+    serde_json::to_vec(request).expect("requests hold only strings and integers, which always serialize")
 }
 
 /// The length of a request's compact JSON.
 fn encoded_len(request: &Request) -> usize {
-    serde_json::to_vec(request).map_or(usize::MAX / 2, |bytes| bytes.len())
+    encode_request(request).len()
 }
 
 #[cfg(test)]
@@ -350,7 +417,7 @@ mod tests {
             encoded.len() + 1 + one_more.encode().len() - BATCH_OVERHEAD > MAX_BATCH_BYTES,
             "the cap is tight"
         );
-        assert_eq!(Batch::decode(&encoded), Ok(batch));
+        assert_eq!(Batch::decode(encoded), Ok(batch));
     }
 
     #[test]
@@ -365,7 +432,10 @@ mod tests {
     #[test]
     fn batch_encoding_is_canonical_json() {
         let batch = Batch::new(vec![request(7, 3, deposit("foo", "5")), request(1, 1, get("bar"))]);
-        let text = String::from_utf8(batch.encode()).unwrap();
+        let text = String::from_utf8(batch.encode().to_vec()).unwrap();
+        // The bytes made once with the batch are exactly what serializing it gives.
+        assert_eq!(batch.encode(), serde_json::to_vec(&batch).unwrap());
+        assert_eq!(Batch::empty().encode(), serde_json::to_vec(&Batch::empty()).unwrap());
         assert_eq!(
             text,
             r#"{"requests":[{"client":1,"seq":1,"op":{"type":"get","key":"bar"}},{"client":7,"seq":3,"op":{"type":"deposit","key":"foo","amount":"$5"}}]}"#
@@ -424,7 +494,8 @@ mod tests {
     fn decode_never_panics_on_mangled_input() {
         let valid =
             Batch::new(vec![request(1, 1, set("é😀", "10.5")), request(2, 7, withdraw("b\\\"", "1"))])
-                .encode();
+                .encode()
+                .to_vec();
         let mut rng = Lcg(7);
         for _ in 0..5000 {
             let mut bytes = valid.clone();
@@ -462,7 +533,7 @@ mod tests {
         let me = key.client_id();
         assert_eq!(ids, [(me, 0, 1), (me, 12, 2), (TEXT_CLIENT_BIT | 3, 0, 1)]);
         let bytes = batch.encode();
-        let text = String::from_utf8(bytes.clone()).unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
         let auth = batch.requests()[1].auth.unwrap();
         let expected = format!(
             r#"{{"client":{me},"seq":2,"session":12,"op":{{"type":"deposit","key":"foo","amount":"$5"}},"auth":{{"key":"{}","sig":"{}"}}}}"#,
@@ -470,7 +541,7 @@ mod tests {
             String::from(auth.sig)
         );
         assert!(text.contains(&expected), "{text}");
-        assert_eq!(Batch::decode(&bytes), Ok(batch.clone()));
+        assert_eq!(Batch::decode(bytes), Ok(batch.clone()));
         let sig = String::from(auth.sig);
         let swapped = text.replace(
             &format!(r#""auth":{{"key":"{}","sig":"{sig}"}}"#, auth.key),

@@ -999,7 +999,7 @@ mod tests {
         let replies_one: Vec<_> = batches.iter().flat_map(|b| one.apply_batch(b)).collect();
         let replies_two: Vec<_> = batches
             .iter()
-            .map(|b| Batch::decode(&b.encode()).unwrap())
+            .map(|b| Batch::decode(b.encode()).unwrap())
             .flat_map(|b| two.apply_batch(&b))
             .collect();
         assert_eq!(replies_one, replies_two);

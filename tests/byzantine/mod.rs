@@ -219,13 +219,13 @@ impl Shared {
     fn announce(&self, batch: &Batch) -> Value {
         let bytes = batch.encode();
         for (id, addr) in &self.peers {
-            let Some(sealed) = self.sealer.seal(*id, &net::encode_value(&bytes)) else { continue };
+            let Some(sealed) = self.sealer.seal(*id, &net::encode_value(bytes)) else { continue };
             if self.socket.send_to(&sealed, addr).is_ok() {
                 Stats::add(&self.stats.sent, 1);
                 Stats::add(&self.stats.sent_bytes, sealed.len() as u64);
             }
         }
-        Value::new(fba::hash::sha256(&bytes).to_vec())
+        Value::new(fba::hash::sha256(bytes).to_vec())
     }
 
     /// A statement of ours.

@@ -32,5 +32,6 @@ pub mod rng;
 pub mod scp;
 pub mod server;
 pub mod store;
+pub mod tagged;
 pub mod timer;
 pub mod wallet;

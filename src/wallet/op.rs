@@ -78,8 +78,87 @@ pub enum Op {
 /// deposit, withdraw, get or transfer (no register, reconfiguration or nested list). The
 /// field is private so that these rules always hold, also for decoded requests.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "Vec<Op>", into = "Vec<Op>")]
+#[serde(try_from = "Vec<FastOp>", into = "Vec<Op>")]
 pub struct Ops(Vec<Op>);
+
+/// An [`Op`] decoded by [`deserialize_op`].
+pub(crate) struct FastOp(Op);
+
+impl<'de> Deserialize<'de> for FastOp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FastOp, D::Error> {
+        deserialize_op(d).map(FastOp)
+    }
+}
+
+impl TryFrom<Vec<FastOp>> for Ops {
+    type Error = WalletError;
+
+    fn try_from(ops: Vec<FastOp>) -> Result<Ops, WalletError> {
+        Ops::try_from(ops.into_iter().map(|op| op.0).collect::<Vec<Op>>())
+    }
+}
+
+/// Decodes an [`Op`] as its derived decoder does, but the common operations without
+/// buffering the object first ([`crate::tagged`]).
+pub(crate) fn deserialize_op<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Op, D::Error> {
+    d.deserialize_map(OpVisitor)
+}
+
+struct OpVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OpVisitor {
+    type Value = Op;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an operation object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Op, A::Error> {
+        crate::tagged::decode(map, fast_op, Op::deserialize)
+    }
+}
+
+/// The fields of the common operations, read straight from the object.
+fn fast_op<'de, A: serde::de::MapAccess<'de>>(tag: &str, map: &mut A) -> Option<Result<Op, A::Error>> {
+    use crate::tagged::single;
+    Some(match tag {
+        "set" => json_key_amount(map).map(|(key, amount)| Op::Set { key, amount }),
+        "deposit" => json_key_amount(map).map(|(key, amount)| Op::Deposit { key, amount }),
+        "withdraw" => json_key_amount(map).map(|(key, amount)| Op::Withdraw { key, amount }),
+        "get" => single(map, "key").map(|key| Op::Get { key }),
+        "register" => single(map, "nonce").map(|nonce| Op::Register { nonce }),
+        "many" => single(map, "ops").map(|ops| Op::Many { ops }),
+        "transfer" => json_transfer(map),
+        _ => return None,
+    })
+}
+
+fn json_key_amount<'de, A: serde::de::MapAccess<'de>>(map: &mut A) -> Result<(Key, Amount), A::Error> {
+    use crate::tagged::{fields, once, required};
+    let (mut key, mut amount) = (None, None);
+    fields(map, |name, map| match name {
+        "key" => once(map, &mut key, "key"),
+        "amount" => once(map, &mut amount, "amount"),
+        _ => Ok(false),
+    })?;
+    Ok((required(key, "key")?, required(amount, "amount")?))
+}
+
+fn json_transfer<'de, A: serde::de::MapAccess<'de>>(map: &mut A) -> Result<Op, A::Error> {
+    use crate::tagged::{fields, once, required};
+    let (mut from, mut to, mut amount) = (None, None, None);
+    fields(map, |name, map| match name {
+        "from" => once(map, &mut from, "from"),
+        "to" => once(map, &mut to, "to"),
+        "amount" => once(map, &mut amount, "amount"),
+        _ => Ok(false),
+    })?;
+    Ok(Op::Transfer {
+        from: required(from, "from")?,
+        to: required(to, "to")?,
+        amount: required(amount, "amount")?,
+    })
+}
 
 impl Ops {
     /// The operations, in the order they are applied.

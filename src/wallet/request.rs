@@ -40,6 +40,7 @@ pub struct Request {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub session: u64,
     /// What to do.
+    #[serde(deserialize_with = "super::op::deserialize_op")]
     pub op: Op,
     /// The client's key and signature, if signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

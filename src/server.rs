@@ -401,6 +401,8 @@ struct Server {
     unjournaled: Vec<Statement>,
     /// Batches our statements name, to journal before those statements.
     unjournaled_values: Vec<Arc<[u8]>>,
+    /// Bytes of batches each peer may still fetch from us ([`Server::on_fetch`]).
+    fetch_budget: crate::ratelimit::Buckets<NodeId>,
     /// Peer messages to send at the next flush: to one peer, or to every peer.
     outgoing: Vec<(Option<NodeId>, Vec<u8>)>,
     /// New requests to flood to the peers at the next flush.
@@ -474,6 +476,10 @@ impl Server {
             replies: Vec::new(),
             unjournaled: Vec::new(),
             unjournaled_values: Vec::new(),
+            fetch_budget: crate::ratelimit::Buckets::new(
+                values::FETCH_BYTES_PER_SECOND,
+                values::FETCH_BURST_BYTES,
+            ),
             outgoing: Vec::new(),
             to_flood: Vec::new(),
             returning: BTreeSet::new(),
@@ -908,13 +914,18 @@ impl Server {
         Ok(())
     }
 
-    /// A peer asks for batches its statements' senders named: those held are sent.
+    /// A peer asks for batches its statements' senders named: those held are sent,
+    /// within the peer's byte budget (an honest peer asks only for what it missed).
     fn on_fetch(&mut self, peer: NodeId, wanted: &[Value]) {
         let values = self.node.app().values.borrow();
+        let now = Instant::now();
         for digest in wanted.iter().take(values::MAX_FETCH).filter_map(values::digest_of) {
-            if let Some(bytes) = values.bytes(&digest) {
-                self.outgoing.push((Some(peer), net::encode_value(bytes)));
+            let Some(bytes) = values.bytes(&digest) else { continue };
+            if !self.fetch_budget.allow(peer, bytes.len() as f64, now) {
+                self.log.debug(format_args!("fetch from peer {peer} over its budget; not answered"));
+                return;
             }
+            self.outgoing.push((Some(peer), net::encode_value(bytes)));
         }
     }
 
@@ -1019,6 +1030,9 @@ impl Server {
         }
         let pool = &self.pool;
         self.waiting.retain(|id, _| pool.contains(id));
+        let next = self.node.current_slot();
+        let oldest = next.saturating_sub(self.node.config().history + 1);
+        self.node.app().values.borrow_mut().prune(oldest, next, Instant::now());
         self.probe_peers();
         self.request_catchup_if_behind(false);
         self.catchup_progress();

@@ -42,6 +42,14 @@ const MAX_PARKED: usize = 1024;
 const ASK_AGAIN_AFTER: Duration = Duration::from_millis(20);
 /// Most digests one `fetch` message may ask for.
 pub const MAX_FETCH: usize = 8;
+/// Fetches remembered (beyond that the oldest are forgotten: at worst a batch is asked
+/// for again sooner), so statements naming ever new digests cannot grow memory.
+const MAX_ASKED: usize = 4096;
+/// Bytes of batches per second a node sends one peer in answer to its fetches; an
+/// honest peer fetches only what it missed, a few batches a second at most.
+pub const FETCH_BYTES_PER_SECOND: f64 = 2_000_000.0;
+/// Burst of those bytes.
+pub const FETCH_BURST_BYTES: f64 = 4_000_000.0;
 
 /// A batch and what is known about its use.
 struct Entry {
@@ -183,6 +191,10 @@ impl Values {
         let key = (peer, statement.slot, statement.pledges.is_ballot());
         if self.parked.len() < MAX_PARKED || self.parked.contains_key(&key) {
             self.parked.insert(key, statement);
+        }
+        if self.asked.len() >= MAX_ASKED {
+            let oldest = self.asked.values().min().copied();
+            self.asked.retain(|_, at| Some(*at) != oldest);
         }
         let mut ask = Vec::new();
         for digest in missing.iter().take(MAX_FETCH) {
@@ -335,6 +347,21 @@ mod tests {
         values.prune(10, 11, Instant::now());
         assert_eq!(values.counts().0, 1, "only the batch named for slot 40 is still needed");
         assert!(values.get(&Value::new(*b"not a digest")).is_none());
+    }
+
+    #[test]
+    fn statements_naming_ever_new_digests_cost_bounded_memory() {
+        let mut values = Values::default();
+        let now = Instant::now();
+        for n in 0..3 * MAX_ASKED as u64 {
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&n.to_be_bytes());
+            let statement = prepare(9, 5 + n % 3, &Value::new(digest.to_vec()));
+            let missing = values.missing(&statement);
+            values.park(NodeId(9), statement, &missing, now + Duration::from_micros(n));
+        }
+        assert!(values.asked.len() <= MAX_ASKED, "{} fetches remembered", values.asked.len());
+        assert_eq!(values.counts(), (0, 3), "one statement per sender, slot and kind");
     }
 
     #[test]

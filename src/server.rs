@@ -877,10 +877,14 @@ impl Server {
         let missing = self.node.app().values.borrow().missing(&statement);
         if !missing.is_empty() && open.contains(&statement.slot) {
             // It names batches we lack: the core sees it once they are here.
+            let slot = statement.slot;
             let ask = self.node.app().values.borrow_mut().park(peer, statement, &missing, Instant::now());
             if !ask.is_empty() {
                 self.metrics.batch_fetches.add(ask.len() as u64);
-                let values = ask.iter().map(|d| Value::new(d.to_vec())).collect();
+                let values: Vec<Value> = ask.iter().map(|d| Value::new(d.to_vec())).collect();
+                self.log.protocol(format_args!(
+                    "send FETCH to {peer} {values:?} (named by its statement for slot {slot})"
+                ));
                 self.outgoing.push((Some(peer), net::encode(&Message::Fetch { values })));
             }
             return Ok(());
@@ -901,6 +905,10 @@ impl Server {
     /// the statements that waited for it go to the core.
     fn on_value(&mut self, peer: NodeId, batch: Batch) -> Result<(), ServerError> {
         let slot = self.node.current_slot();
+        if self.log.enabled(crate::logging::Level::Protocol) {
+            let value = Value::new(crate::hash::sha256(batch.encode()).to_vec());
+            self.log.protocol(format_args!("recv VALUE from {peer} {value:?} ({} requests)", batch.len()));
+        }
         let ready = {
             let mut values = self.node.app().values.borrow_mut();
             if !values.offer(peer, batch, slot) {
@@ -919,12 +927,14 @@ impl Server {
     fn on_fetch(&mut self, peer: NodeId, wanted: &[Value]) {
         let values = self.node.app().values.borrow();
         let now = Instant::now();
+        self.log.protocol(format_args!("recv FETCH from {peer} {wanted:?}"));
         for digest in wanted.iter().take(values::MAX_FETCH).filter_map(values::digest_of) {
             let Some(bytes) = values.bytes(&digest) else { continue };
             if !self.fetch_budget.allow(peer, bytes.len() as f64, now) {
                 self.log.debug(format_args!("fetch from peer {peer} over its budget; not answered"));
                 return;
             }
+            self.log.protocol(format_args!("send VALUE to {peer} {:?}", Value::new(digest.to_vec())));
             self.outgoing.push((Some(peer), net::encode_value(bytes)));
         }
     }
@@ -1163,7 +1173,10 @@ impl Server {
                     };
                     // The batch of a value we created goes out before the first statement
                     // naming it, and into the journal with it.
-                    self.outgoing.extend(announce.iter().map(|bytes| (None, net::encode_value(bytes))));
+                    for (value, bytes, requests) in announce {
+                        self.log.protocol(format_args!("send VALUE {value:?} ({requests} requests)"));
+                        self.outgoing.push((None, net::encode_value(&bytes)));
+                    }
                     self.unjournaled_values.extend(journal);
                     self.unjournaled.push(st.clone());
                     self.outgoing.push((None, net::encode(&Message::Scp { statement: st })));

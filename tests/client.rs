@@ -51,6 +51,26 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
 }
 
+/// A closed standard output (`fba_client ... | head`) ends the client quietly with 141,
+/// as SIGPIPE ends other commands, after it did its work; no panic, no backtrace.
+#[test]
+fn a_closed_standard_output_ends_the_client_quietly() {
+    let dir = TempDir::new("client-epipe");
+    let home = dir.path().join("home");
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader); // nobody will ever read: the first write fails with EPIPE
+    let out = std::process::Command::new(client_bin())
+        .env("FBA_CLIENT_HOME", &home)
+        .arg("keygen")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "quiet: {}", stderr(&out));
+    assert!(home.join("client.key").exists(), "the key was written before the line that could not be");
+}
+
 #[test]
 fn keygen_writes_a_private_key_and_never_overwrites_it() {
     let dir = TempDir::new("client-keygen");

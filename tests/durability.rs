@@ -312,6 +312,12 @@ fn every_request_commits_through_loss_duplication_and_reordering() {
     let acked = acked.into_inner().unwrap();
     assert_eq!(acked.len(), 30);
     check_final_state(&mut cluster, &acked);
+    // Values travel by hash: some batch announcements were lost or overtaken by the
+    // statements naming them, and those batches were fetched from the statements' senders
+    // (without that, their slots could not have been decided).
+    let fetched: usize = ALL.iter().map(|&i| cluster.log(i).matches("recv FETCH from").count()).sum();
+    let answered: usize = ALL.iter().map(|&i| cluster.log(i).matches("send VALUE to").count()).sum();
+    assert!(fetched > 0 && answered > 0, "no batch was fetched ({fetched} fetches, {answered} answers)");
 }
 
 #[test]

@@ -37,6 +37,27 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+/// Prints a line on standard output. A closed standard output (its reader went away, as
+/// with `| head`) ends the program quietly with status 141, as SIGPIPE ends other
+/// commands; a request in flight is still in the state file, so the next run resends it.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_out(format_args!($($arg)*))
+    };
+}
+
+fn write_out(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("fba_client: cannot write to standard output: {e}");
+        std::process::exit(74);
+    }
+}
+
 /// Every request succeeded.
 const EXIT_OK: u8 = 0;
 /// The wallet (or a node) refused a request.
@@ -186,11 +207,11 @@ fn keygen(args: KeygenArgs) -> u8 {
     match keyfile::generate_key_file(&path) {
         Ok(key) if out.json => {
             let object = json!({"status": "ok", "path": path.display().to_string(), "client": key.client_id(), "public_key": key.public_key().to_string()});
-            println!("{object}");
+            out!("{object}");
             EXIT_OK
         }
         Ok(key) => {
-            println!("wrote {} (client id {})", path.display(), key.client_id());
+            out!("wrote {} (client id {})", path.display(), key.client_id());
             EXIT_OK
         }
         Err(e) => out.usage(&e.to_string()),
@@ -287,7 +308,7 @@ impl Output {
     fn usage(&self, message: &str) -> u8 {
         eprintln!("fba_client: {message}");
         if self.json {
-            println!("{}", json!({"status": "error", "message": message}));
+            out!("{}", json!({"status": "error", "message": message}));
         }
         EXIT_USAGE
     }
@@ -296,7 +317,7 @@ impl Output {
     /// form on standard error, so that standard output holds this run's commands only).
     fn reply(&self, node: NodeId, command: &str, reply: &Reply, previous: bool) {
         match (self.json, previous) {
-            (false, false) => return println!("[{node}] {command} -> {reply}"),
+            (false, false) => return out!("[{node}] {command} -> {reply}"),
             (false, true) => {
                 return eprintln!("fba_client: [{node}] (previous command) {command} -> {reply}")
             }
@@ -314,7 +335,7 @@ impl Output {
         if previous {
             object.insert("previous".into(), true.into());
         }
-        println!("{}", Value::Object(object));
+        out!("{}", Value::Object(object));
     }
 
     /// Reports a request that failed (`status`: unknown, unavailable or error).
@@ -335,7 +356,7 @@ impl Output {
             object.insert("client".into(), request.client.into());
             object.insert("session".into(), request.session.into());
             object.insert("seq".into(), request.seq.into());
-            println!("{}", Value::Object(object));
+            out!("{}", Value::Object(object));
         }
     }
 }

@@ -113,6 +113,9 @@ impl Values {
         let bytes = Arc::clone(batch.encoded());
         let digest = crate::hash::sha256(&bytes);
         if self.known.contains_key(&digest) {
+            // Every node pools the same flooded requests, so proposals often coincide: a
+            // peer announced this batch to everyone already, ours need not go out.
+            self.unannounced.remove(&digest);
             return false;
         }
         let asked = self.asked.keys().any(|(d, _)| *d == digest);
@@ -166,10 +169,13 @@ impl Values {
         statement.pledges.values().into_iter().all(|v| self.get(v).is_some())
     }
 
-    /// Marks the batches a statement names as in use up to its slot (and no longer
-    /// unsolicited), so pruning keeps them.
+    /// Marks the batches a peer's statement names as in use up to its slot (and no
+    /// longer unsolicited), so pruning keeps them. A batch a peer names is not ours to
+    /// announce any more: the node that made it announced it, and a peer that lacks it
+    /// fetches it.
     pub fn touch(&mut self, statement: &Statement) {
         for digest in statement.pledges.values().into_iter().filter_map(digest_of) {
+            self.unannounced.remove(&digest);
             if let Some(entry) = self.known.get_mut(&digest) {
                 entry.slot = entry.slot.max(statement.slot);
                 for queue in self.unsolicited.values_mut() {
@@ -223,12 +229,15 @@ impl Values {
     }
 
     /// The batches of our own `statement` to send before it: those we created and have
-    /// not announced yet.
-    pub fn announce(&mut self, statement: &Statement) -> Vec<Arc<[u8]>> {
+    /// not announced yet (their values, encodings and request counts).
+    pub fn announce(&mut self, statement: &Statement) -> Vec<(Value, Arc<[u8]>, usize)> {
         let mut out = Vec::new();
-        for digest in statement.pledges.values().into_iter().filter_map(digest_of) {
+        for value in statement.pledges.values() {
+            let Some(digest) = digest_of(value) else { continue };
             if self.unannounced.remove(&digest) {
-                out.extend(self.bytes(&digest).cloned());
+                if let Some(entry) = self.known.get(&digest) {
+                    out.push((value.clone(), entry.bytes.clone(), entry.batch.len()));
+                }
             }
         }
         out
@@ -309,7 +318,9 @@ mod tests {
         let mut owner = Values::default();
         let value = owner.create(batch(1), 5);
         let statement = prepare(2, 5, &value);
-        assert_eq!(owner.announce(&statement).len(), 1, "the creator sends its batch once");
+        let announced = owner.announce(&statement);
+        assert_eq!(announced.len(), 1, "the creator sends its batch once");
+        assert_eq!((&announced[0].0, announced[0].2), (&value, 1));
         assert!(owner.announce(&statement).is_empty());
 
         let mut values = Values::default();

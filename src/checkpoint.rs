@@ -145,13 +145,17 @@ pub fn write(dir: &Path, port: u16, checkpoint: &Checkpoint) -> Result<u64, Chec
     written.map_err(CheckpointError::Io)
 }
 
-/// Streams the body through a hasher into `temp`, then the trailer; syncs.
+/// Streams the body, buffered, through a hasher into `temp` (the hasher sees whole
+/// buffers, not the encoder's small pieces), then the trailer; syncs.
 fn write_temp(temp: &Path, checkpoint: &Checkpoint) -> Result<u64, IoFailure> {
     let failed = |operation| IoFailure::of(operation, temp);
     let file =
         OpenOptions::new().write(true).create(true).truncate(true).open(temp).map_err(failed("create"))?;
-    let mut body = Hashing { inner: BufWriter::with_capacity(1 << 20, file), hash: Sha256::new(), bytes: 0 };
-    serde_json::to_writer(&mut body, &checkpoint.image).map_err(|e| failed("write")(io::Error::from(e)))?;
+    let hashing = Hashing { inner: file, hash: Sha256::new(), bytes: 0 };
+    let mut buffered = BufWriter::with_capacity(1 << 20, hashing);
+    serde_json::to_writer(&mut buffered, &checkpoint.image)
+        .map_err(|e| failed("write")(io::Error::from(e)))?;
+    let body = buffered.into_inner().map_err(|e| failed("write")(e.into_error()))?;
     let trailer = Trailer {
         version: VERSION,
         slot: checkpoint.slot,
@@ -163,9 +167,8 @@ fn write_temp(temp: &Path, checkpoint: &Checkpoint) -> Result<u64, IoFailure> {
     let mut tail = b"\n".to_vec();
     serde_json::to_writer(&mut tail, &trailer).map_err(|e| failed("write")(io::Error::from(e)))?;
     tail.push(b'\n');
-    let mut out = body.inner;
-    out.write_all(&tail).map_err(failed("write"))?;
-    let file = out.into_inner().map_err(|e| failed("write")(e.into_error()))?;
+    let mut file = body.inner;
+    file.write_all(&tail).map_err(failed("write"))?;
     file.sync_all().map_err(failed("sync"))?;
     Ok(body.bytes + tail.len() as u64)
 }

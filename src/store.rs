@@ -332,7 +332,8 @@ pub fn encode<K: AsRef<str>>(entries: impl IntoIterator<Item = (K, Amount)>) -> 
         }
         push_json_string(&mut out, key.as_ref());
         out.push_str(": ");
-        push_json_string(&mut out, &amount.to_string());
+        // An amount's text (`$`, digits, `.`) needs no escaping.
+        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\"{amount}\""));
     }
     out.push('}');
     out

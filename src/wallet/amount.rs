@@ -10,9 +10,21 @@ use std::str::FromStr;
 ///
 /// Serialized (JSON) as its display string, e.g. `"$30"` or `"$0.50"`; deserialized with
 /// [`Amount::parse`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Amount(u64);
+
+impl Serialize for Amount {
+    /// As its display string, rendered without allocating (a checkpoint writes millions).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; RENDERED_MAX];
+        serializer.serialize_str(self.render(&mut buf))
+    }
+}
+
+/// Longest rendering of an amount: `$` and 13 digits of dollars (at most
+/// 1,000,000,000,000), `.` and two of cents.
+const RENDERED_MAX: usize = 17;
 
 impl Amount {
     /// $0.
@@ -108,14 +120,36 @@ fn fraction_cents(fraction: &str) -> u64 {
     digits_value(&padded).unwrap_or(0)
 }
 
+impl Amount {
+    /// The display string (`$30`, `$0.50`) written into `buf`, digits from the right.
+    fn render(self, buf: &mut [u8; RENDERED_MAX]) -> &str {
+        let (mut dollars, cents) = (self.0 / CENTS_PER_DOLLAR, self.0 % CENTS_PER_DOLLAR);
+        let mut at = RENDERED_MAX;
+        let mut put = |byte: u8| {
+            at -= 1;
+            buf[at] = byte;
+        };
+        if cents != 0 {
+            put(b'0' + (cents % 10) as u8);
+            put(b'0' + (cents / 10) as u8);
+            put(b'.');
+        }
+        loop {
+            put(b'0' + (dollars % 10) as u8);
+            dollars /= 10;
+            if dollars == 0 {
+                break;
+            }
+        }
+        put(b'$');
+        std::str::from_utf8(&buf[at..]).expect("ASCII digits")
+    }
+}
+
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (dollars, cents) = (self.0 / CENTS_PER_DOLLAR, self.0 % CENTS_PER_DOLLAR);
-        if cents == 0 {
-            write!(f, "${dollars}")
-        } else {
-            write!(f, "${dollars}.{cents:02}")
-        }
+        let mut buf = [0u8; RENDERED_MAX];
+        f.write_str(self.render(&mut buf))
     }
 }
 
@@ -275,6 +309,20 @@ mod tests {
             assert_eq!(Amount::parse(text), Ok(amount), "display parses back");
         }
         assert_eq!(Amount::MAX.to_string(), "$1000000000000");
+        // The allocation-free rendering agrees with the arithmetic everywhere: JSON is the
+        // display string, and it parses back.
+        let mut cents = 0u64;
+        while cents <= MAX_AMOUNT_CENTS {
+            let amount = Amount::from_cents(cents).unwrap();
+            let text = amount.to_string();
+            let (dollars, rest) = (cents / 100, cents % 100);
+            let expected = if rest == 0 { format!("${dollars}") } else { format!("${dollars}.{rest:02}") };
+            assert_eq!(text, expected);
+            assert_eq!(serde_json::to_string(&amount).unwrap(), format!("\"{text}\""));
+            assert_eq!(Amount::parse(&text), Ok(amount));
+            cents = cents * 3 + 7;
+        }
+        assert_eq!(serde_json::to_string(&Amount::MAX).unwrap(), "\"$1000000000000\"");
     }
 
     #[test]

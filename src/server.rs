@@ -981,7 +981,7 @@ impl Server {
         if let Some(bytes) = oversized(&request) {
             self.log.dropped("too large", from, format_args!("request of {bytes} bytes"));
             let error = format!(
-                "request too large: {bytes} bytes encoded, at most {MAX_REQUEST_BYTES} (about 60 operations in a many request)"
+                "request too large: {bytes} bytes encoded, at most {MAX_REQUEST_BYTES} (about 200 short operations in a many request)"
             );
             self.send(from, &net::encode(&Message::Error { node: self.config.id, error }));
             return;

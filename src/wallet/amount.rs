@@ -177,10 +177,18 @@ impl From<Amount> for String {
 
 /// A valid wallet name (see the [module docs](crate::wallet#keys) for the rules).
 ///
-/// Serialized as a plain JSON string; deserialization validates it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Serialized as a plain JSON string; deserialization validates it. The name is shared
+/// (`Arc<str>`): copying a key, as copying a table chunk that a checkpoint image still
+/// holds copies a few thousand, costs a reference count, not an allocation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(try_from = "String")]
-pub struct Key(String);
+pub struct Key(std::sync::Arc<str>);
+
+impl Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl Key {
     /// Validates `name` as a wallet name.
@@ -188,7 +196,7 @@ impl Key {
         let name = name.into();
         match key_problem(&name) {
             Some(problem) => Err(WalletError::InvalidKey { key: quote(&name), problem }),
-            None => Ok(Key(name)),
+            None => Ok(Key(name.into())),
         }
     }
 

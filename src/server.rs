@@ -905,13 +905,12 @@ impl Server {
     /// the statements that waited for it go to the core.
     fn on_value(&mut self, peer: NodeId, batch: Batch) -> Result<(), ServerError> {
         let slot = self.node.current_slot();
-        if self.log.enabled(crate::logging::Level::Protocol) {
-            let value = Value::new(crate::hash::sha256(batch.encode()).to_vec());
-            self.log.protocol(format_args!("recv VALUE from {peer} {value:?} ({} requests)", batch.len()));
-        }
+        let digest = crate::hash::sha256(batch.encode());
+        let value = Value::new(digest.to_vec());
+        self.log.protocol(format_args!("recv VALUE from {peer} {value:?} ({} requests)", batch.len()));
         let ready = {
             let mut values = self.node.app().values.borrow_mut();
-            if !values.offer(peer, batch, slot) {
+            if !values.offer(peer, batch, digest, slot) {
                 return Ok(());
             }
             values.ready()

@@ -106,12 +106,12 @@ impl Values {
         Some(digest)
     }
 
-    /// A batch a peer sent (answering our fetch, or announcing its own value). Kept if
+    /// A batch a peer sent, with its `digest` (answering our fetch, or announcing its own value). Kept if
     /// we asked for it or a parked statement names it; otherwise as one of the peer's
     /// few unsolicited batches. Returns whether it is new here.
-    pub fn offer(&mut self, peer: NodeId, batch: Batch, slot: SlotIndex) -> bool {
+    pub fn offer(&mut self, peer: NodeId, batch: Batch, digest: Digest, slot: SlotIndex) -> bool {
+        debug_assert_eq!(digest, crate::hash::sha256(batch.encode()), "the caller hashed this batch");
         let bytes = Arc::clone(batch.encoded());
-        let digest = crate::hash::sha256(&bytes);
         if self.known.contains_key(&digest) {
             // Every node pools the same flooded requests, so proposals often coincide: a
             // peer announced this batch to everyone already, ours need not go out.
@@ -298,6 +298,10 @@ mod tests {
         Batch::new(vec![Request::new(n, 1, Op::Get { key: "k".parse().unwrap() })])
     }
 
+    fn digest(batch: &Batch) -> Digest {
+        crate::hash::sha256(batch.encode())
+    }
+
     fn prepare(node: u64, slot: SlotIndex, value: &Value) -> Statement {
         Statement {
             node: NodeId(node),
@@ -334,7 +338,7 @@ mod tests {
         );
         assert_eq!(values.park(NodeId(2), statement, &missing, now + ASK_AGAIN_AFTER), missing);
         assert!(values.ready().is_empty());
-        assert!(values.offer(NodeId(2), batch(1), 5));
+        assert!(values.offer(NodeId(2), batch(1), digest(&batch(1)), 5));
         let ready = values.ready();
         assert_eq!(ready.len(), 1);
         assert_eq!(values.get(&value).map(|b| b.len()), Some(1));
@@ -345,14 +349,14 @@ mod tests {
     fn unsolicited_batches_are_bounded_per_peer_and_pruning_keeps_named_ones() {
         let mut values = Values::default();
         for n in 0..3 * UNSOLICITED_PER_PEER as u64 {
-            values.offer(NodeId(9), batch(n), 1);
+            values.offer(NodeId(9), batch(n), digest(&batch(n)), 1);
         }
         assert_eq!(values.counts().0, UNSOLICITED_PER_PEER, "a peer cannot fill memory");
         let named = Value::new(crate::hash::sha256(batch(100).encode()).to_vec());
-        values.offer(NodeId(9), batch(100), 1);
+        values.offer(NodeId(9), batch(100), digest(&batch(100)), 1);
         values.touch(&prepare(9, 40, &named));
         for n in 200..200 + 2 * UNSOLICITED_PER_PEER as u64 {
-            values.offer(NodeId(9), batch(n), 1);
+            values.offer(NodeId(9), batch(n), digest(&batch(n)), 1);
         }
         assert!(values.get(&named).is_some(), "a named batch is no longer unsolicited");
         values.prune(10, 11, Instant::now());

@@ -926,8 +926,9 @@ impl Server {
     fn on_fetch(&mut self, peer: NodeId, wanted: &[Value]) {
         let values = self.node.app().values.borrow();
         let now = Instant::now();
+        let wanted = &wanted[..wanted.len().min(values::MAX_FETCH)]; // the rest is ignored
         self.log.protocol(format_args!("recv FETCH from {peer} {wanted:?}"));
-        for digest in wanted.iter().take(values::MAX_FETCH).filter_map(values::digest_of) {
+        for digest in wanted.iter().filter_map(values::digest_of) {
             let Some(bytes) = values.bytes(&digest) else { continue };
             if !self.fetch_budget.allow(peer, bytes.len() as f64, now) {
                 self.log.debug(format_args!("fetch from peer {peer} over its budget; not answered"));

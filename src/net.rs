@@ -296,21 +296,19 @@ struct FastMessage(Message);
 
 impl<'de> Deserialize<'de> for FastMessage {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FastMessage, D::Error> {
-        d.deserialize_map(MessageVisitor).map(FastMessage)
+        crate::tagged::deserialize(d).map(FastMessage)
     }
 }
 
-struct MessageVisitor;
+impl crate::tagged::Tagged for Message {
+    const EXPECTING: &'static str = "a message object";
 
-impl<'de> serde::de::Visitor<'de> for MessageVisitor {
-    type Value = Message;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a message object")
+    fn fast<'de, A: serde::de::MapAccess<'de>>(tag: &str, map: &mut A) -> Option<Result<Message, A::Error>> {
+        fast_message(tag, map)
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Message, A::Error> {
-        crate::tagged::decode(map, fast_message, Message::deserialize)
+    fn slow(object: serde_json::Value) -> Result<Message, serde_json::Error> {
+        Message::deserialize(object)
     }
 }
 

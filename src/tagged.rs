@@ -9,13 +9,44 @@
 //! takes the slow path: the object is collected into a [`serde_json::Value`] and decoded
 //! by the derived implementation, so every input is accepted or refused exactly as before.
 
-use serde::de::{self, Deserialize, IgnoredAny, MapAccess};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
+use std::fmt;
+use std::marker::PhantomData;
+
+/// An internally tagged type with a fast decoder for some of its tags.
+pub trait Tagged: Sized {
+    /// What the decoder expects, for error messages.
+    const EXPECTING: &'static str;
+    /// The rest of the object after `"type": tag`, or `None` for a tag left to [`Tagged::slow`].
+    fn fast<'de, A: MapAccess<'de>>(tag: &str, map: &mut A) -> Option<Result<Self, A::Error>>;
+    /// The derived decoder, on the whole object.
+    fn slow(object: Value) -> Result<Self, serde_json::Error>;
+}
+
+/// Decodes a [`Tagged`] type through [`decode`].
+pub fn deserialize<'de, D: Deserializer<'de>, T: Tagged>(d: D) -> Result<T, D::Error> {
+    d.deserialize_map(TaggedVisitor(PhantomData))
+}
+
+struct TaggedVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Tagged> Visitor<'de> for TaggedVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(T::EXPECTING)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        decode(map, T::fast, T::slow)
+    }
+}
 
 /// Decodes an internally tagged object from `map`: `fast` gets the tag and the rest of
 /// the object when `type` comes first, and returns `None` for a tag it does not handle;
 /// otherwise `slow` decodes the whole object as a JSON value.
-pub fn decode<'de, A, T>(
+fn decode<'de, A, T>(
     mut map: A,
     fast: impl FnOnce(&str, &mut A) -> Option<Result<T, A::Error>>,
     slow: impl FnOnce(Value) -> Result<T, serde_json::Error>,

@@ -101,20 +101,18 @@ impl TryFrom<Vec<FastOp>> for Ops {
 /// Decodes an [`Op`] as its derived decoder does, but the common operations without
 /// buffering the object first ([`crate::tagged`]).
 pub(crate) fn deserialize_op<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Op, D::Error> {
-    d.deserialize_map(OpVisitor)
+    crate::tagged::deserialize(d)
 }
 
-struct OpVisitor;
+impl crate::tagged::Tagged for Op {
+    const EXPECTING: &'static str = "an operation object";
 
-impl<'de> serde::de::Visitor<'de> for OpVisitor {
-    type Value = Op;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an operation object")
+    fn fast<'de, A: serde::de::MapAccess<'de>>(tag: &str, map: &mut A) -> Option<Result<Op, A::Error>> {
+        fast_op(tag, map)
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Op, A::Error> {
-        crate::tagged::decode(map, fast_op, Op::deserialize)
+    fn slow(object: serde_json::Value) -> Result<Op, serde_json::Error> {
+        Op::deserialize(object)
     }
 }
 
